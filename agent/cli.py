@@ -1,0 +1,141 @@
+"""``edge-agent``: run the agent, check a config, listen for alerts, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import UserError
+
+#: syslog priorities, understood by journald when they start a line on stderr.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>message``: journald adds its own timestamps and reads the priority prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.daemon import Agent
+
+    config = load_config(args.config)
+    setup_logging(args.log_level or config.log_level)
+    Agent(config).run_forever()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.inference import DEFAULT_MODEL
+
+    config = load_config(args.config)
+    model = config.model.path or DEFAULT_MODEL
+    if not model.is_file():
+        print(f"{args.config}: 1 problem(s)\n  model.path: file not found: {model}", file=sys.stderr)
+        return 2
+    cameras = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    print(f"{args.config}: OK: device {config.device_id}, broker {config.mqtt.host}:{config.mqtt.port}, "
+          f"cameras: {cameras}")
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from agent.listen import Listener
+
+    listener = Listener(
+        args.host, args.port, base=args.base, device=args.device,
+        snapshot_dir=Path(args.snapshots) if args.snapshots else None,
+        out=sys.stdout, as_json=args.json,
+    )
+    try:
+        listener.connect()
+    except OSError as error:
+        raise UserError(f"cannot connect to the MQTT broker at {args.host}:{args.port}: {error}") from None
+    events_wanted = args.count
+    listener.run(
+        duration=args.timeout,
+        until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,
+    )
+    listener.close()
+    if not args.json:
+        print(listener.summary())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(duration=args.duration, out_dir=Path(args.out))
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from agent.inference import load_runtime
+
+    try:
+        runtime = load_runtime()[1]
+    except UserError as error:
+        runtime = str(error)
+    print(f"edge-agent {__version__} (python {sys.version.split()[0]}, runtime {runtime})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent (the daemon)")
+    run.add_argument("--config", "-c", default="config.yaml", help="config file (default: config.yaml)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override log_level")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and print every problem")
+    check.add_argument("config", help="config file")
+    check.set_defaults(func=cmd_check_config)
+
+    listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")
+    listen.add_argument("--host", default="127.0.0.1")
+    listen.add_argument("--port", type=int, default=1883)
+    listen.add_argument("--base", default="edge", help="base topic (default: edge)")
+    listen.add_argument("--device", default="+", help="device id, or + for the whole fleet (default)")
+    listen.add_argument("--snapshots", metavar="DIR", help="save snapshots as DIR/DEVICE/CAMERA/EVENT_ID.jpg")
+    listen.add_argument("--count", type=int, default=0, help="exit after this many event messages")
+    listen.add_argument("--timeout", type=float, help="exit after this many seconds")
+    listen.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    listen.set_defaults(func=cmd_listen)
+
+    demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")
+    demo.add_argument("--out", default="demo-out", help="folder for snapshots and the agent log")
+    demo.set_defaults(func=cmd_demo)
+
+    version = sub.add_parser("version", help="print the version and the TFLite runtime in use")
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

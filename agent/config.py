@@ -1,0 +1,305 @@
+"""Configuration schema, loading and validation.
+
+One pydantic model with ``extra="forbid"`` everywhere, so a typo is an error and not a silently
+ignored key. ``load_config`` turns every failure (missing file, broken YAML, schema errors) into a
+:class:`ConfigError` whose lines name the key path, e.g. ``cameras[0].fps: must be > 0``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+#: Environment variables that override secrets, so they need not sit in the YAML file.
+SECRET_ENV = {
+    "EDGE_AGENT_MQTT_USERNAME": ("mqtt", "username"),
+    "EDGE_AGENT_MQTT_PASSWORD": ("mqtt", "password"),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MqttConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    base_topic: str = Field("edge", pattern=r"^[^#+]+$")
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    connect_timeout_s: PositiveFloat = 5.0
+    reconnect_max_s: PositiveFloat = 30.0
+    metrics_interval_s: PositiveFloat = 10.0
+
+
+class ModelConfig(Strict):
+    #: ``null`` means the model shipped with the agent.
+    path: Path | None = None
+    num_threads: int = Field(1, ge=1, le=16)
+
+
+class SyntheticAnomaly(Strict):
+    kind: Literal["fast", "large", "off_path"] = "fast"
+    start_s: float = Field(20.0, ge=0)
+    duration_s: PositiveFloat = 4.0
+
+
+class SyntheticConfig(Strict):
+    width: int = Field(360, ge=32, le=3840)
+    height: int = Field(240, ge=32, le=2160)
+    people: int = Field(4, ge=0, le=50)
+    seed: int = 0
+    #: ``null`` for a scene with no anomaly at all.
+    anomaly: SyntheticAnomaly | None = SyntheticAnomaly()
+
+
+class DetectorConfig(Strict):
+    """Turns the per-frame anomaly score (a z-score) into events."""
+
+    on_threshold: float = 6.0
+    off_threshold: float = 4.0
+    #: Weight of the newest frame in the causal exponential moving average (1 = no smoothing).
+    smoothing: float = Field(0.5, gt=0, le=1)
+    min_duration_s: float = Field(0.3, ge=0)
+    cooldown_s: float = Field(5.0, ge=0)
+    update_interval_s: PositiveFloat = 2.0
+    max_event_s: PositiveFloat = 600.0
+
+    @model_validator(mode="after")
+    def _off_below_on(self) -> DetectorConfig:
+        if self.off_threshold > self.on_threshold:
+            raise ValueError(
+                f"off_threshold ({self.off_threshold}) must not exceed on_threshold "
+                f"({self.on_threshold})"
+            )
+        return self
+
+
+class CalibrationConfig(Strict):
+    """Per-cell statistics of the anomaly map that turn raw model error into z-scores.
+
+    ``auto``: learn them on this camera during its first ``frames`` frames (the scene must be
+    normal then) and keep them in the state directory; ``model``: use the statistics of the
+    model's training footage from its sidecar (right only for that scene).
+    """
+
+    mode: Literal["auto", "model"] = "auto"
+    frames: int = Field(150, ge=10)
+    #: Floor on each cell's spread, as a fraction of the median spread over all cells.
+    std_floor: float = Field(0.5, gt=0)
+
+
+class SnapshotConfig(Strict):
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    max_width: int = Field(1280, ge=64)
+    #: Also publish an unannotated copy on ``{camera}/snapshot/clean``.
+    clean_copy: bool = False
+
+
+class CameraConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    #: A video file, a folder of images, a V4L2 device (``0`` or ``/dev/video0``),
+    #: an ``rtsp://`` / ``http(s)://`` URL, or ``synthetic``.
+    source: str
+    enabled: bool = True
+    #: Rewind a video file or folder at its end instead of stopping.
+    loop: bool = False
+    #: Pace files and the synthetic scene at their frame rate, like a live camera.
+    realtime: bool = True
+    #: Frame rate of folders and the synthetic scene; an upper bound on inference for others.
+    fps: PositiveFloat | None = None
+    open_timeout_s: PositiveFloat = 10.0
+    read_timeout_s: PositiveFloat = 10.0
+    synthetic: SyntheticConfig | None = None
+    detector: DetectorConfig = DetectorConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+class AgentConfig(Strict):
+    device_id: str = Field("edge-1", pattern=NAME_PATTERN)
+    state_dir: Path = Path("state")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttConfig = MqttConfig()
+    model: ModelConfig = ModelConfig()
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for camera in cameras:
+            if camera.name in seen:
+                raise ValueError(f"camera name {camera.name!r} is used twice")
+            seen.add(camera.name)
+        return cameras
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``('cameras', 0, 'fps')`` -> ``cameras[0].fps``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_FRIENDLY = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "is required",
+}
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the schema allows at the mapping that holds ``loc``'s last key."""
+    model: Any = AgentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _number(value: Any) -> Any:
+    """``0.0`` -> ``0`` so that messages read like the config a person wrote."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def format_errors(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown key{hint} (allowed: {', '.join(allowed)})" if allowed else "unknown key"
+        elif kind in _FRIENDLY:
+            message = _FRIENDLY[kind].format(**{k: _number(v) for k, v in item.get("ctx", {}).items()})
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            if kind != "value_error" and isinstance(item.get("input"), str | int | float | bool):
+                message += f" (got {item['input']!r})"
+        lines.append(f"{format_loc(loc)}: {message}")
+    return lines
+
+
+def _apply_env(data: dict[str, Any], environ: os._Environ[str] | dict[str, str]) -> None:
+    for variable, (section, key) in SECRET_ENV.items():
+        if variable in environ:
+            section_data = data.setdefault(section, {})
+            if isinstance(section_data, dict):
+                section_data[key] = environ[variable]
+
+
+def parse_config(
+    data: Any, *, where: str = "config", base_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> AgentConfig:
+    """Validate already-parsed data; relative paths are taken from ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(where, [f"(top level): expected a mapping of keys, got {type(data).__name__}"])
+    _apply_env(data, os.environ if environ is None else environ)
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(where, format_errors(error)) from None
+    if base_dir is not None:
+        _resolve_paths(config, base_dir)
+    _read_password_file(config, where)
+    return config
+
+
+def load_config(path: Path | str, *, environ: dict[str, str] | None = None) -> AgentConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [f"cannot read: {error}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(str(path), [f"{place}invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    return parse_config(data, where=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:
+    if not config.state_dir.is_absolute():
+        config.state_dir = base_dir / config.state_dir
+    if config.model.path is not None and not config.model.path.is_absolute():
+        config.model.path = base_dir / config.model.path
+    if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():
+        config.mqtt.password_file = base_dir / config.mqtt.password_file
+    for camera in config.cameras:
+        if _looks_like_relative_path(camera.source) and (base_dir / camera.source).exists():
+            camera.source = str(base_dir / camera.source)
+
+
+def _looks_like_relative_path(source: str) -> bool:
+    return not (
+        source == "synthetic"
+        or source.isdigit()
+        or source.startswith("/")
+        or re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE)
+    )
+
+
+def _read_password_file(config: AgentConfig, where: str) -> None:
+    file = config.mqtt.password_file
+    if file is None or config.mqtt.password is not None:
+        return
+    try:
+        config.mqtt.password = SecretStr(file.read_text(encoding="utf-8").strip())
+    except OSError as error:
+        raise ConfigError(where, [f"mqtt.password_file: cannot read {file}: {error.strerror}"]) from None

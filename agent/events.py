@@ -1,0 +1,162 @@
+"""Events: detector transitions -> event JSON and snapshot messages for one camera.
+
+An event keeps its highest-scoring frame; its snapshot is published (retained, QoS 1) before the
+event message that describes it, at start and again at an update or the end when a better frame
+came. Images never go inside the JSON: the event names the snapshot's topic, size and sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.config import CameraConfig
+from agent.detector import Transition
+from agent.frames import Frame
+from agent.inference import ModelInfo
+from agent.publisher import Message, MqttPublisher
+from agent.scoring import Region
+from agent.snapshot import Snapshot, render_snapshots
+from agent.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenEvent:
+    id: str
+    start_ts: float
+    start_pts: float
+    peak_score: float
+    best_image: np.ndarray
+    best_region: Region
+    best_ts: float
+    best_changed: bool = True
+    snapshot: Snapshot | None = None
+
+
+class EventReporter:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        *,
+        device_id: str,
+        topics: Topics,
+        publisher: MqttPublisher,
+        model: ModelInfo,
+        config_version: int,
+    ) -> None:
+        self.camera = camera
+        self.device_id = device_id
+        self.topics = topics
+        self.publisher = publisher
+        self.model = model
+        self.config_version = config_version
+        self.current: OpenEvent | None = None
+        self.events_started = 0
+
+    def observe(self, frame: Frame, score: float, region: Region, transition: Transition | None) -> None:
+        """Feed every scored frame: keeps the event's best frame and reports transitions."""
+        if transition is Transition.START:
+            self._start(frame, score, region)
+            return
+        event = self.current
+        if event is None:
+            return
+        if score > event.peak_score:
+            event.peak_score = score
+            event.best_image, event.best_region, event.best_ts = frame.image, region, frame.ts
+            event.best_changed = True
+        if transition is Transition.UPDATE:
+            self._report("update", score, region, frame.ts, frame.pts)
+        elif transition is Transition.END:
+            self.close(frame.ts, frame.pts, score=score, region=region, reason="score fell below off_threshold")
+
+    def close(
+        self, ts: float, pts: float, *, reason: str, score: float | None = None, region: Region | None = None
+    ) -> None:
+        """End the open event, if any (also when the source ends or the agent stops)."""
+        event = self.current
+        if event is None:
+            return
+        self._report("end", score, region, ts, pts, end_ts=ts, reason=reason)
+        log.info(
+            "event %s end on %s: peak %.1f, %.1f s (%s)",
+            event.id[:8], self.camera.name, event.peak_score, ts - event.start_ts, reason,
+        )
+        self.current = None
+
+    def _start(self, frame: Frame, score: float, region: Region) -> None:
+        self.current = OpenEvent(
+            id=uuid.uuid4().hex,
+            start_ts=frame.ts,
+            start_pts=frame.pts,
+            peak_score=score,
+            best_image=frame.image,
+            best_region=region,
+            best_ts=frame.ts,
+        )
+        self.events_started += 1
+        seq = self._report("start", score, region, frame.ts, frame.pts)
+        log.info(
+            "event %s start on %s: score %.1f at %.1f s, region %s (seq %d)",
+            self.current.id[:8], self.camera.name, score, frame.pts, region.as_list(), seq,
+        )
+
+    def _publish_snapshot(self, event: OpenEvent) -> None:
+        annotated, clean = render_snapshots(
+            event.best_image, region=event.best_region, camera=self.camera.name, ts=event.best_ts,
+            score=event.peak_score, event_id=event.id, config=self.camera.snapshot,
+        )
+        props = {"event_id": event.id, "content_type": "image/jpeg"}
+        topic = self.topics.snapshot(self.camera.name)
+        self.publisher.publish(Message(topic, annotated.jpeg, retain=True, user_properties=props,
+                                       content_type="image/jpeg"))
+        if clean is not None:
+            self.publisher.publish(Message(self.topics.snapshot(self.camera.name, clean=True), clean.jpeg,
+                                           retain=True, user_properties=props, content_type="image/jpeg"))
+        event.snapshot = annotated
+        event.best_changed = False
+
+    def _report(
+        self, kind: str, score: float | None, region: Region | None, ts: float, pts: float,
+        *, end_ts: float | None = None, reason: str | None = None,
+    ) -> int:
+        event = self.current
+        assert event is not None
+        if event.best_changed:
+            self._publish_snapshot(event)
+        snapshot = event.snapshot
+        assert snapshot is not None
+        body: dict[str, Any] = {
+            "type": kind,
+            "id": event.id,
+            "seq": None,
+            "device": self.device_id,
+            "camera": self.camera.name,
+            "ts": ts,
+            "start_ts": event.start_ts,
+            "end_ts": end_ts,
+            "start_pts": event.start_pts,
+            "pts": pts,
+            "score": None if score is None else round(score, 3),
+            "peak_score": round(event.peak_score, 3),
+            "threshold": self.camera.detector.on_threshold,
+            "region": (region or event.best_region).as_list(),
+            "snapshot": {
+                "topic": self.topics.snapshot(self.camera.name),
+                "bytes": len(snapshot.jpeg),
+                "sha256": snapshot.sha256,
+                "width": snapshot.width,
+                "height": snapshot.height,
+            },
+            "model": {"name": self.model.name, "sha256": self.model.sha256},
+            "config_version": self.config_version,
+        }
+        if reason is not None:
+            body["reason"] = reason
+        return self.publisher.publish_event(self.topics.event(self.camera.name), body)

@@ -1,0 +1,175 @@
+"""The streaming TFLite model: one invoke per frame, with the GRU state fed back by the caller.
+
+Loads LiteRT (``ai_edge_litert``) and falls back to ``tflite_runtime`` for older boards. Inputs
+and outputs are found by shape, not by name (converters rename tensors): the 4-D input is the
+frame, the 2-D input the state ``h_prev``; the output shaped like ``h_prev`` is ``h_new``, the 3-D
+or 4-D output is the anomaly map and a one-element output the score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "ped2_cnn_gru_int8.tflite"
+
+
+def load_runtime() -> tuple[Any, str]:
+    """The ``Interpreter`` class of the best runtime installed, and that runtime's name."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        raise ModelError(
+            "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime on old boards)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Quant:
+    scale: float
+    zero_point: int
+    dtype: type
+
+    @classmethod
+    def of(cls, detail: dict[str, Any]) -> Quant:
+        scale, zero_point = detail["quantization"]
+        return cls(float(scale) or 1.0, int(zero_point), detail["dtype"])
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(self.dtype, np.integer):
+            return values.astype(self.dtype)
+        info = np.iinfo(self.dtype)
+        q = np.rint(values / self.scale) + self.zero_point
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, values: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(self.dtype, np.integer):
+            return values.astype(np.float32)
+        return (values.astype(np.float32) - self.zero_point) * self.scale
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    name: str
+    sha256: str
+    runtime: str
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warmup_frames(self) -> int:
+        return int(self.sidecar.get("warmup_frames", 5))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return {}
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"model sidecar {sidecar} is unreadable: {error}") from None
+
+
+class StreamingModel:
+    """One interpreter (so one camera): ``step`` runs one frame and returns map and new state."""
+
+    def __init__(self, path: Path | None = None, *, num_threads: int = 1) -> None:
+        path = Path(path) if path is not None else DEFAULT_MODEL
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        interpreter_class, runtime = load_runtime()
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{path} is not a loadable TFLite model: {error}") from None
+        sidecar = read_sidecar(path)
+        self.info = ModelInfo(
+            path=path,
+            name=str(sidecar.get("name", path.stem)),
+            sha256=file_sha256(path),
+            runtime=runtime,
+            sidecar=sidecar,
+        )
+        self._bind_tensors(path)
+
+    def _bind_tensors(self, path: Path) -> None:
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        frames = [d for d in inputs if len(d["shape"]) == 4]
+        states = [d for d in inputs if len(d["shape"]) == 2]
+        if len(frames) != 1 or len(states) != 1 or len(inputs) != 2:
+            raise ModelError(
+                f"{path}: expected inputs frame (1xHxWxC) and h_prev (1xD), got "
+                + ", ".join(f"{d['name']}{list(d['shape'])}" for d in inputs)
+            )
+        frame, state = frames[0], states[0]
+        state_shape = tuple(state["shape"])
+        new_states = [d for d in outputs if tuple(d["shape"]) == state_shape]
+        maps = [d for d in outputs if len(d["shape"]) in (3, 4)]
+        scores = [d for d in outputs if int(np.prod(d["shape"])) == 1]
+        if len(new_states) != 1 or len(maps) != 1:
+            raise ModelError(
+                f"{path}: expected outputs h_new {list(state_shape)} and a 3-D/4-D anomaly map, got "
+                + ", ".join(f"{d['name']}{list(d['shape'])}" for d in outputs)
+            )
+        self.frame_shape = tuple(int(v) for v in frame["shape"])
+        self.frame_quant = Quant.of(frame)
+        self.state_in_quant = Quant.of(state)
+        self.state_out_quant = Quant.of(new_states[0])
+        self.map_quant = Quant.of(maps[0])
+        self.map_shape = tuple(int(v) for v in maps[0]["shape"][1:3])
+        self._frame_index = frame["index"]
+        self._state_index = state["index"]
+        self._state_shape = state_shape
+        self._new_state_index = new_states[0]["index"]
+        self._map_index = maps[0]["index"]
+        self._score_index = scores[0]["index"] if scores else None
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """Height, width, channels of the frame input."""
+        _, height, width, channels = self.frame_shape
+        return height, width, channels
+
+    def zero_state(self) -> np.ndarray:
+        return self.state_in_quant.quantize(np.zeros(self._state_shape, np.float32))
+
+    def step(self, frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run one frame (already quantized, shaped like the input) with the previous state.
+
+        Returns the anomaly map (float, rows x cols) and the next state, requantized to the
+        state input's scale: the state output's scale differs, so copying it would drift.
+        """
+        interpreter = self._interpreter
+        interpreter.set_tensor(self._frame_index, frame)
+        interpreter.set_tensor(self._state_index, state)
+        interpreter.invoke()
+        new_state = self.state_in_quant.quantize(
+            self.state_out_quant.dequantize(interpreter.get_tensor(self._new_state_index))
+        )
+        anomaly_map = self.map_quant.dequantize(interpreter.get_tensor(self._map_index))
+        return anomaly_map.reshape(self.map_shape), new_state

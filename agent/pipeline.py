@@ -1,0 +1,184 @@
+"""One camera's data path, top to bottom: preprocess -> infer -> score -> decide -> report.
+
+Runs in its own thread, taking the newest frame from the capture thread's slot. The GRU state
+lives here, one per camera, and is reset to zero whenever the source (re)opens; the first
+``warmup_frames`` after a reset are skipped (start-up transient). Until the camera has per-cell
+statistics (see :mod:`agent.scoring`) it calibrates instead of deciding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from agent.capture import FrameSlot
+from agent.config import CameraConfig
+from agent.detector import Detector
+from agent.events import EventReporter
+from agent.frames import Frame
+from agent.inference import StreamingModel
+from agent.preprocess import Preprocessor
+from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
+
+log = logging.getLogger(__name__)
+
+STAGES = ("preprocess", "infer", "score", "report")
+LATENCY_WINDOW = 512
+
+
+class StageTimes:
+    """Recent per-stage latencies in milliseconds, for the metrics topic."""
+
+    def __init__(self) -> None:
+        self.samples = {stage: deque(maxlen=LATENCY_WINDOW) for stage in STAGES}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.samples[stage].append(seconds * 1000)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, values in self.samples.items():
+            if values:
+                p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
+                out[stage] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+        return out
+
+
+class CameraPipeline(threading.Thread):
+    def __init__(
+        self,
+        camera: CameraConfig,
+        *,
+        slot: FrameSlot,
+        model: StreamingModel,
+        reporter: EventReporter,
+        calibration_file: Path,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"pipeline-{camera.name}", daemon=True)
+        self.camera = camera
+        self.slot = slot
+        self.model = model
+        self.reporter = reporter
+        self.calibration_file = calibration_file
+        self.stop = stop
+        self.preprocess = Preprocessor(
+            model.frame_shape, model.frame_quant, float(model.info.sidecar.get("input", {}).get("scale", 1 / 255))
+        )
+        self.detector = Detector(camera.detector)
+        self.times = StageTimes()
+        self.frames_processed = 0
+        self.last_score: float | None = None
+        self.last_frame_at = 0.0
+        self._state = model.zero_state()
+        self._generation = 0
+        self._since_reset = 0
+        self._calibrator: Calibrator | None = None
+        self._scorer = self._initial_scorer()
+        self._last_frame: Frame | None = None
+
+    @property
+    def calibrating(self) -> bool:
+        return self._scorer is None
+
+    # -- calibration ----------------------------------------------------------------------
+    def _initial_scorer(self) -> CellScorer | None:
+        cal = self.camera.calibration
+        if cal.mode == "model":
+            stats_json = self.model.info.sidecar.get("calibration")
+            if not stats_json:
+                log.warning("camera %s: model has no calibration statistics; calibrating on this camera",
+                            self.camera.name)
+            else:
+                return CellScorer(CellStats.from_json(stats_json), cal.std_floor)
+        stats = self._load_saved_calibration()
+        if stats is not None:
+            log.info("camera %s: using calibration from %s (%d frames)",
+                     self.camera.name, self.calibration_file, stats.frames)
+            return CellScorer(stats, cal.std_floor)
+        self._calibrator = Calibrator(cal.frames)
+        log.info("camera %s: calibrating on the first %d frames; keep the scene normal meanwhile",
+                 self.camera.name, cal.frames)
+        return None
+
+    def _load_saved_calibration(self) -> CellStats | None:
+        try:
+            data = json.loads(self.calibration_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            log.warning("camera %s: ignoring unreadable calibration %s: %s",
+                        self.camera.name, self.calibration_file, error)
+            return None
+        if data.get("model_sha256") != self.model.info.sha256 or data.get("source") != self.camera.source:
+            log.info("camera %s: saved calibration is for another model or source; recalibrating",
+                     self.camera.name)
+            return None
+        return CellStats.from_json(data)
+
+    def _calibrate(self, anomaly_map: np.ndarray) -> None:
+        assert self._calibrator is not None
+        self._calibrator.add(anomaly_map)
+        if not self._calibrator.done:
+            return
+        stats = self._calibrator.result()
+        try:
+            stats.save(self.calibration_file, model_sha256=self.model.info.sha256, source=self.camera.source)
+        except OSError as error:
+            log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
+                      self.calibration_file, error)
+        self._scorer = CellScorer(stats, self.camera.calibration.std_floor)
+        self._calibrator = None
+        log.info("camera %s: calibrated on %d frames; detecting", self.camera.name, stats.frames)
+
+    # -- the data path --------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop.is_set():
+            frame = self.slot.get(timeout=0.5)
+            if frame is None:
+                if self.slot.closed:
+                    break
+                continue
+            self.process(frame)
+        last = self._last_frame
+        if last is not None:
+            reason = "agent stopping" if self.stop.is_set() else "source ended"
+            self.reporter.close(last.ts, last.pts, reason=reason)
+
+    def process(self, frame: Frame) -> None:
+        if frame.generation != self._generation:
+            self._generation = frame.generation
+            self._state = self.model.zero_state()
+            self._since_reset = 0
+            self.detector.reset()
+        t0 = time.perf_counter()
+        tensor = self.preprocess(frame.image)
+        t1 = time.perf_counter()
+        anomaly_map, self._state = self.model.step(tensor, self._state)
+        t2 = time.perf_counter()
+        self.times.add("preprocess", t1 - t0)
+        self.times.add("infer", t2 - t1)
+        self.frames_processed += 1
+        self.last_frame_at = time.monotonic()
+        self._last_frame = frame
+        self._since_reset += 1
+        if self._since_reset <= self.model.info.warmup_frames:
+            return
+        if self._scorer is None:
+            self._calibrate(anomaly_map)
+            return
+        score, cell = self._scorer(anomaly_map)
+        decision = self.detector.update(frame.pts, score)
+        self.last_score = decision.smoothed
+        t3 = time.perf_counter()
+        height, width = frame.image.shape[:2]
+        region = cell_region(cell, self.model.map_shape, (width, height))
+        self.reporter.observe(frame, score, region, decision.transition)
+        self.times.add("score", t3 - t2)
+        self.times.add("report", time.perf_counter() - t3)

@@ -1,0 +1,291 @@
+"""Publish: the one thread that owns the MQTT connection.
+
+paho-mqtt is not fully thread-safe, so no other thread touches the client: camera pipelines
+call :meth:`MqttPublisher.publish` / :meth:`publish_event`, which only append to a queue. The
+thread connects (with exponential backoff and jitter), sends the birth messages (retained
+``status`` online, state, camera statuses) on every connect, drains the queue while connected and
+tracks QoS 1 messages until the broker's PUBACK. Events and snapshots wait in the queue while
+the broker is away; metrics (QoS 0) are dropped then, and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 3600
+LOOP_TIMEOUT_S = 0.02
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    user_properties: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+    @classmethod
+    def json(cls, topic: str, data: Any, *, qos: int = 1, retain: bool = False) -> Message:
+        body = json.dumps(data, separators=(",", ":")).encode()
+        return cls(topic, body, qos=qos, retain=retain, content_type="application/json")
+
+    def properties(self) -> Properties | None:
+        if not self.user_properties and not self.content_type:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        if self.content_type:
+            props.ContentType = self.content_type
+        if self.user_properties:
+            props.UserProperty = list(self.user_properties.items())
+        return props
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0
+    acked: int = 0
+    dropped_qos0: int = 0
+    connects: int = 0
+
+
+class SeqCounter:
+    """The per-device event sequence number, kept in the state directory across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.value = int(path.read_text().strip())
+        except (OSError, ValueError):
+            self.value = 0
+
+    def next(self) -> int:
+        self.value += 1
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(str(self.value))
+            tmp.replace(self.path)
+        except OSError as error:
+            log.error("cannot persist event seq to %s: %s", self.path, error)
+        return self.value
+
+
+def describe_connect_error(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the broker running on that port?)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host name ({error.strerror})"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "connection timed out"
+    return f"{type(error).__name__}: {error}"
+
+
+class MqttPublisher(threading.Thread):
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        client_id: str,
+        will_topic: str,
+        birth: Callable[[], list[Message]],
+        seq: SeqCounter,
+    ) -> None:
+        super().__init__(name="mqtt-publisher", daemon=True)
+        self.config = config
+        self.will_topic = will_topic
+        self.birth = birth
+        self.stats = PublisherStats()
+        self._seq = seq
+        self._queue: deque[Message] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_deadline = 0.0
+        self._inflight: dict[int, Message] = {}
+        self._connected = False
+        self._socket_open = False
+        self._backoff = 1.0
+        self._next_attempt = 0.0
+        self._client = self._make_client(client_id)
+
+    # -- called from any thread ---------------------------------------------------------
+    def publish(self, message: Message) -> None:
+        """Queue a message; QoS 0 messages (metrics) are dropped while disconnected."""
+        if message.qos == 0 and not self._connected:
+            self.stats.dropped_qos0 += 1
+            return
+        with self._lock:
+            self._queue.append(message)
+        self._wake.set()
+
+    def publish_event(self, topic: str, event: dict[str, Any]) -> int:
+        """Stamp the event with the device's next ``seq`` and queue it; returns the seq."""
+        with self._lock:
+            event["seq"] = self._seq.next()
+            self._queue.append(Message.json(topic, event, qos=1))
+        self._wake.set()
+        return event["seq"]
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or sent and not yet acknowledged by the broker."""
+        with self._lock:
+            return len(self._queue) + len(self._inflight)
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Deliver what is queued (within ``timeout``), mark ``status`` offline, disconnect.
+
+        Returns how many messages were left undelivered.
+        """
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout + 2)
+        return self.pending
+
+    # -- the publisher thread -----------------------------------------------------------
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        client.connect_timeout = self.config.connect_timeout_s
+        client.will_set(self.will_topic, b"offline", qos=1, retain=True)
+        if self.config.username is not None:
+            password = self.config.password.get_secret_value() if self.config.password else None
+            client.username_pw_set(self.config.username, password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def run(self) -> None:
+        while True:
+            if self._stopping.is_set() and (self._drained() or time.monotonic() > self._stop_deadline):
+                break
+            if not self._socket_open:
+                if time.monotonic() >= self._next_attempt:
+                    self._connect()
+                if not self._socket_open:
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    continue
+            if self._connected:
+                self._send_queued()
+            rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                self._lost(f"network loop: {mqtt.error_string(rc)}")
+        self._say_goodbye()
+
+    def _drained(self) -> bool:
+        return self.pending == 0 or not self._connected
+
+    def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            self._client.connect(
+                self.config.host, self.config.port, self.config.keepalive_s,
+                clean_start=False, properties=props,
+            )
+        except (OSError, ValueError) as error:
+            self._schedule_retry(f"MQTT broker {where} unreachable: {describe_connect_error(error)}")
+            return
+        self._socket_open = True
+
+    def _schedule_retry(self, reason: str) -> None:
+        delay = self._backoff * random.uniform(0.8, 1.2)
+        log.warning("%s; retrying in %.1f s", reason, delay)
+        self._next_attempt = time.monotonic() + delay
+        self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self._connected
+        self._connected = False
+        self._socket_open = False
+        try:
+            self._client.disconnect()
+        except Exception:  # noqa: BLE001 - the socket is already gone; nothing to clean up
+            pass
+        if was_connected or not self._stopping.is_set():
+            self._schedule_retry(f"MQTT connection lost ({reason})")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        where = f"{self.config.host}:{self.config.port}"
+        if reason.is_failure:
+            self._socket_open = False
+            hint = " (check mqtt.username and the password)" if reason.value in (0x86, 0x87, 0x04, 0x05) else ""
+            self._schedule_retry(f"MQTT broker {where} refused the connection: {reason}{hint}")
+            return
+        self._connected = True
+        self._backoff = 1.0
+        self.stats.connects += 1
+        log.info("MQTT connected to %s", where)
+        for message in self.birth():
+            self._send(message)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self._connected:
+            self._connected = False
+            self._socket_open = False
+            if not self._stopping.is_set():
+                self._schedule_retry(f"MQTT disconnected ({reason})")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            if self._inflight.pop(mid, None) is not None:
+                self.stats.acked += 1
+
+    def _send_queued(self) -> None:
+        while self._connected:
+            with self._lock:
+                if not self._queue:
+                    return
+                message = self._queue.popleft()
+            self._send(message)
+
+    def _send(self, message: Message) -> None:
+        info = self._client.publish(
+            message.topic, message.payload, qos=message.qos, retain=message.retain,
+            properties=message.properties(),
+        )
+        self.stats.published += 1
+        if message.qos > 0:
+            with self._lock:
+                self._inflight[info.mid] = message
+        elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.stats.dropped_qos0 += 1
+
+    def _say_goodbye(self) -> None:
+        if not self._connected:
+            return
+        info = self._client.publish(self.will_topic, b"offline", qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while not info.is_published() and time.monotonic() < deadline and self._connected:
+            self._client.loop(timeout=LOOP_TIMEOUT_S)
+        self._connected = False
+        self._client.disconnect()

@@ -1,0 +1,119 @@
+"""A built-in scene for the demo and the tests: people walking a path, and a scripted anomaly.
+
+Every frame is a pure function of its index and the seed, so a scene can be replayed exactly
+(and written to a video file by a test). The layout echoes UCSD Ped2: a fixed camera over a
+walkway crossing a lawn. Normal: pedestrians walking along the walkway. Anomalous, for
+``duration_s`` from ``start_s``: something ``fast`` (a cyclist), ``large`` (a cart) or
+``off_path`` (a person crossing the lawn).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from agent.config import SyntheticConfig
+
+#: Walking speed in frame widths per second (Ped2 walkers cross in about 15 s).
+WALK_SPEED = 1 / 14
+SENSOR_NOISE = 2.0
+
+
+class SyntheticScene:
+    live = False
+
+    def __init__(self, config: SyntheticConfig, fps: float = 10.0) -> None:
+        self.config = config
+        self.fps: float | None = fps
+        self.width, self.height = config.width, config.height
+        self._index = 0
+        self._rng = np.random.default_rng(config.seed)
+        self._background = self._make_background()
+        self._path_top = int(self.height * 0.38)
+        self._path_bottom = int(self.height * 0.70)
+        self._walkers = [self._make_walker(i) for i in range(config.people)]
+        self._noise = np.random.default_rng(config.seed + 1)
+
+    # -- scene layout ---------------------------------------------------------------------
+    def _make_background(self) -> np.ndarray:
+        h, w = self.height, self.width
+        rng = np.random.default_rng(self.config.seed + 7)
+        grass = 95 + 25 * rng.random((h // 4 + 1, w // 4 + 1))
+        grass = cv2.resize(grass, (w, h), interpolation=cv2.INTER_CUBIC)
+        grass += np.linspace(-10, 10, w)[None, :]
+        image = grass.astype(np.float32)
+        top, bottom = int(h * 0.38), int(h * 0.70)
+        image[top:bottom] = 170 + 6 * rng.standard_normal((bottom - top, w))
+        image[top : top + 2] = 140
+        image[bottom - 2 : bottom] = 140
+        return np.clip(image, 0, 255).astype(np.float32)
+
+    def _make_walker(self, index: int) -> dict[str, float]:
+        rng = np.random.default_rng(self.config.seed * 1000 + index)
+        return {
+            "speed": WALK_SPEED * rng.uniform(0.8, 1.2),
+            "phase": rng.uniform(0, 1),
+            "direction": 1.0 if index % 2 == 0 else -1.0,
+            "lane": rng.uniform(0.2, 0.8),
+            "shade": rng.uniform(30, 80),
+        }
+
+    def anomaly_active(self, t: float) -> bool:
+        anomaly = self.config.anomaly
+        return anomaly is not None and anomaly.start_s <= t < anomaly.start_s + anomaly.duration_s
+
+    # -- drawing --------------------------------------------------------------------------
+    def _draw_person(self, image: np.ndarray, x: float, y: float, scale: float, shade: float) -> None:
+        body_w, body_h = 7 * scale, 16 * scale
+        cv2.ellipse(image, (int(x), int(y)), (int(body_w), int(body_h)), 0, 0, 360, shade, -1)
+        cv2.circle(image, (int(x), int(y - body_h - 4 * scale)), int(5 * scale), shade - 10, -1)
+
+    def _draw_walkers(self, image: np.ndarray, t: float) -> None:
+        span = self.width + 60
+        band = self._path_bottom - self._path_top
+        for walker in self._walkers:
+            travelled = (walker["phase"] + t * walker["speed"]) % 1.0
+            x = -30 + travelled * span
+            if walker["direction"] < 0:
+                x = self.width + 30 - travelled * span
+            y = self._path_top + walker["lane"] * band + 2 * math.sin(t * 6 + walker["phase"] * 9)
+            self._draw_person(image, x, y, self.height / 240, walker["shade"])
+
+    def _draw_anomaly(self, image: np.ndarray, t: float) -> None:
+        anomaly = self.config.anomaly
+        assert anomaly is not None
+        progress = (t - anomaly.start_s) / anomaly.duration_s
+        w, h, s = self.width, self.height, self.height / 240
+        mid_path = (self._path_top + self._path_bottom) / 2
+        if anomaly.kind == "fast":
+            # A cyclist crossing the whole frame within the anomaly window.
+            x = -40 + progress * (w + 80)
+            cv2.ellipse(image, (int(x), int(mid_path)), (int(22 * s), int(9 * s)), 0, 0, 360, 25, -1)
+            cv2.circle(image, (int(x), int(mid_path - 16 * s)), int(6 * s), 20, -1)
+        elif anomaly.kind == "large":
+            x = -60 + progress * (w * 0.5)
+            top_left = (int(x), int(mid_path - 28 * s))
+            cv2.rectangle(image, top_left, (int(x + 60 * s), int(mid_path + 22 * s)), 35, -1)
+        else:  # off_path: a person crossing the lawn from top to bottom
+            y = -20 + progress * (h * 0.35)
+            self._draw_person(image, w * 0.3, y + 30 * s, s, 40)
+
+    def frame_at(self, index: int) -> np.ndarray:
+        t = index / (self.fps or 10.0)
+        image = self._background.copy()
+        self._draw_walkers(image, t)
+        if self.anomaly_active(t):
+            self._draw_anomaly(image, t)
+        image += self._noise.normal(0.0, SENSOR_NOISE, image.shape).astype(np.float32)
+        grey = np.clip(image, 0, 255).astype(np.uint8)
+        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+    def read(self) -> np.ndarray | None:
+        frame = self.frame_at(self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        pass

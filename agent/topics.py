@@ -1,0 +1,36 @@
+"""The MQTT topic layout (see the README's MQTT contract)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    base: str
+    device: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.base}/{self.device}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status"
+
+    @property
+    def state(self) -> str:
+        return f"{self.root}/state"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.root}/metrics"
+
+    def camera_status(self, camera: str) -> str:
+        return f"{self.root}/{camera}/status"
+
+    def event(self, camera: str) -> str:
+        return f"{self.root}/{camera}/event"
+
+    def snapshot(self, camera: str, *, clean: bool = False) -> str:
+        return f"{self.root}/{camera}/snapshot" + ("/clean" if clean else "")

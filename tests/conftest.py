@@ -1,0 +1,165 @@
+"""Shared fixtures: a real mosquitto per test module, agent processes stopped by PID, test videos."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.broker import LocalBroker
+from agent.config import SyntheticConfig
+from agent.sources.synthetic import SyntheticScene
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[LocalBroker]:
+    with LocalBroker() as running:
+        yield running
+
+
+class Subscriber:
+    """A plain paho subscriber that records every message (topic, payload, retain, properties)."""
+
+    def __init__(self, broker: LocalBroker, topics: list[str]) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self._ready.wait(5), "subscription not acknowledged"
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.on("/event")]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def subscribe(broker: LocalBroker) -> Iterator[Callable[[list[str]], Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(topics: list[str]) -> Subscriber:
+        sub = Subscriber(broker, topics)
+        made.append(sub)
+        return sub
+
+    yield make
+    for sub in made:
+        sub.close()
+
+
+class AgentProcess:
+    """``python -m agent run`` in a subprocess, its stderr kept for assertions."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return True
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        return text in self.log
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def start(config: dict[str, Any]) -> AgentProcess:
+        path = tmp_path / f"agent-{len(started)}.yaml"
+        config.setdefault("state_dir", str(tmp_path / "state"))
+        path.write_text(yaml.safe_dump(config))
+        agent = AgentProcess(path, tmp_path / f"agent-{len(started)}.log")
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop(signal.SIGKILL)
+
+
+def write_scene_video(path: Path, scene: SyntheticConfig, seconds: float, fps: float = 10.0) -> Path:
+    """Render the synthetic scene to a real video file (mp4v), as a camera recording would be."""
+    source = SyntheticScene(scene, fps=fps)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (scene.width, scene.height))
+    assert writer.isOpened()
+    for index in range(int(seconds * fps)):
+        writer.write(source.frame_at(index))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def scene_video(tmp_path: Path) -> Callable[..., Path]:
+    def make(scene: SyntheticConfig, seconds: float, name: str = "scene.mp4") -> Path:
+        return write_scene_video(tmp_path / name, scene, seconds)
+
+    return make
+
+
+def noise_image(seed: int, shape: tuple[int, int] = (240, 360)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (*shape, 3), dtype=np.uint8)

@@ -1,0 +1,133 @@
+"""The config file: every mistake is reported with its key path, and nothing else gets through."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from agent.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+MINIMAL = {"cameras": [{"name": "cam", "source": "synthetic"}]}
+
+
+def problems(data: object, **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, **kwargs)  # type: ignore[arg-type]
+    return caught.value.problems
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", str(path)],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+
+
+def test_the_shipped_config_is_valid() -> None:
+    config = load_config(REPO / "config.yaml")
+    assert config.cameras[0].source == "synthetic"
+    assert config.mqtt.port == 1883
+
+
+def test_defaults_fill_everything_but_the_cameras() -> None:
+    config = parse_config(MINIMAL)
+    assert config.device_id == "edge-1"
+    assert config.cameras[0].detector.off_threshold <= config.cameras[0].detector.on_threshold
+    assert problems({}) == ["cameras: is required"]
+
+
+def test_a_negative_fps_names_its_key_path() -> None:
+    data = {"cameras": [{"name": "cam", "source": "synthetic", "fps": 0}]}
+    assert problems(data) == ["cameras[0].fps: must be > 0"]
+
+
+def test_an_unknown_key_is_rejected_with_a_suggestion() -> None:
+    data = {"cameras": [{"name": "cam", "source": "synthetic", "detector": {"on_treshold": 3}}]}
+    [problem] = problems(data)
+    assert problem.startswith("cameras[0].detector.on_treshold: unknown key; did you mean 'on_threshold'?")
+
+
+def test_a_wrong_type_is_reported_with_the_value() -> None:
+    data = {"mqtt": {"port": "eighteen"}, **MINIMAL}
+    [problem] = problems(data)
+    assert problem.startswith("mqtt.port: ") and "'eighteen'" in problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {"device_id": "bad id!", "mqtt": {"port": 0}, "cameras": [{"name": "a", "source": ""}]}
+    found = problems(data)
+    assert [p.split(":")[0] for p in found] == ["device_id", "mqtt.port", "cameras[0].source"]
+
+
+def test_thresholds_must_form_a_hysteresis() -> None:
+    data = {"cameras": [{"name": "a", "source": "synthetic",
+                         "detector": {"on_threshold": 3, "off_threshold": 5}}]}
+    [problem] = problems(data)
+    assert problem.startswith("cameras[0].detector: off_threshold (5.0) must not exceed on_threshold")
+
+
+def test_camera_names_are_unique() -> None:
+    data = {"cameras": [{"name": "a", "source": "synthetic"}, {"name": "a", "source": "0"}]}
+    assert problems(data) == ["cameras: camera name 'a' is used twice"]
+
+
+def test_secrets_come_from_the_environment() -> None:
+    config = parse_config(
+        {"mqtt": {"username": "file-user"}, **MINIMAL},
+        environ={"EDGE_AGENT_MQTT_PASSWORD": "s3cret"},
+    )
+    assert config.mqtt.username == "file-user"
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    (tmp_path / "c.yaml").write_text("mqtt: {password_file: pw}\ncameras: [{name: a, source: synthetic}]\n")
+    config = load_config(tmp_path / "c.yaml", environ={})
+    assert config.mqtt.password is not None and config.mqtt.password.get_secret_value() == "from-file"
+
+
+def test_broken_yaml_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("cameras:\n  - name: a\n    source: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.startswith("line ") and "invalid YAML" in problem
+
+
+def test_check_config_prints_each_problem_and_fails_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("cameras:\n  - name: a\n    source: synthetic\n    fps: -1\n    colour: red\n")
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "cameras[0].fps: must be > 0" in result.stderr
+    assert "cameras[0].colour: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_accepts_the_shipped_config() -> None:
+    result = check_config(REPO / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_reports_a_missing_model(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: nowhere.tflite}\ncameras: [{name: a, source: synthetic}]\n")
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "model.path: file not found" in result.stderr
+
+
+def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
+    result = check_config(tmp_path / "absent.yaml")
+    assert result.returncode == 2
+    assert "absent.yaml: 1 problem(s)" in result.stderr and "file not found" in result.stderr
