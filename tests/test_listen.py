@@ -1,0 +1,87 @@
+"""The alert subscriber: gap and duplicate detection, and the listen command on a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.broker import LocalBroker
+from agent.listen import SeqTracker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_seq_tracker_finds_gaps_duplicates_and_late_arrivals() -> None:
+    tracker = SeqTracker()
+    assert tracker.see("a", 7) is None  # joined late: the first number seen is the start
+    assert tracker.see("a", 8) is None
+    assert tracker.see("a", 11) == "gap: 2 event message(s) missing before seq 11"
+    assert tracker.gaps == 2
+    assert tracker.see("a", 9) is None  # late, not lost
+    assert tracker.gaps == 1
+    assert tracker.see("a", 8) == "duplicate: seq 8 seen before"
+    assert tracker.see("b", 1) is None  # devices are counted apart
+    assert (tracker.gaps, tracker.duplicates) == (1, 1)
+
+
+def event(seq: int, kind: str = "start") -> bytes:
+    return json.dumps({
+        "type": kind, "id": f"{seq:032x}", "seq": seq, "device": "box", "camera": "cam", "score": 7.5,
+        "peak_score": 7.5, "region": [0, 0, 10, 10], "snapshot": {"bytes": 4},
+    }).encode()
+
+
+def test_listen_prints_events_saves_snapshots_and_reports_loss(broker: LocalBroker, tmp_path: Path) -> None:
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    # Retained, so listen prints it as soon as it has subscribed: then nothing after is missed.
+    publisher.publish("edge/box/status", b"online", qos=1, retain=True).wait_for_publish(5)
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "agent", "listen", "--port", str(broker.port), "--snapshots", str(tmp_path),
+         "--count", "4", "--timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert listen.stdout is not None
+        first = listen.stdout.readline()
+        assert "box" in first and "status online" in first
+        publisher.publish("edge/box/cam/event", b"{not json", qos=1).wait_for_publish(5)
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
+        publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props).wait_for_publish(5)
+        for seq in (1, 2, 4, 4):
+            publisher.publish("edge/box/cam/event", event(seq), qos=1).wait_for_publish(5)
+        out, err = listen.communicate(timeout=30)
+    finally:
+        publisher.publish("edge/box/status", b"", qos=1, retain=True).wait_for_publish(5)
+        publisher.loop_stop()
+        publisher.disconnect()
+        if listen.poll() is None:
+            listen.kill()
+    assert listen.returncode == 0, err
+    assert "malformed message on edge/box/cam/event" in out
+    assert out.count(" START ") == 4
+    assert "gap: 1 event message(s) missing before seq 4" in out
+    assert "duplicate: seq 4 seen before" in out
+    assert "4 event message(s) (4 start); 1 snapshot(s) saved; 1 missing, 1 duplicate(s)" in out
+    assert (tmp_path / "box" / "cam" / "e1.jpg").read_bytes() == b"\xff\xd8\xff\xd9"
+
+
+def test_listen_reports_an_unreachable_broker_without_a_traceback() -> None:
+    from agent.broker import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "listen", "--port", str(free_port()), "--timeout", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot connect to the MQTT broker at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
