@@ -1,0 +1,111 @@
+"""The whole agent as a user runs it: a real mosquitto, a recorded video with a known anomaly,
+the real int8 model, and a subscriber that checks what arrives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.broker import LocalBroker
+from agent.config import SyntheticConfig
+from agent.inference import DEFAULT_MODEL
+from tests.conftest import AgentProcess, Subscriber
+
+ANOMALY_START, ANOMALY_LENGTH = 20.0, 4.0
+#: How long after the anomaly leaves the frame its event may take to end (smoothing, GRU memory).
+END_SLACK_S = 2.5
+
+
+def agent_config(broker: LocalBroker, source: str) -> dict[str, Any]:
+    return {
+        "device_id": "test-box",
+        "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 1},
+        "cameras": [{
+            "name": "walkway",
+            "source": source,
+            "realtime": False,
+            "calibration": {"frames": 120},
+        }],
+    }
+
+
+def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_snapshot(
+    broker: LocalBroker,
+    scene_video: Callable[..., Path],
+    subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    scene = SyntheticConfig(seed=11, anomaly={"kind": "fast", "start_s": ANOMALY_START,
+                                              "duration_s": ANOMALY_LENGTH})
+    video = scene_video(scene, seconds=34)
+    sub = subscribe(["edge/test-box/#"])
+    agent = start_agent(agent_config(broker, str(video)))
+
+    assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.events()), timeout=90), agent.log
+    assert sub.wait_for(lambda: [m.payload for m in sub.on("walkway/status")][-1:] == [b"offline"], 10)
+
+    events = sub.events()
+    start = next(e for e in events if e["type"] == "start")
+    end = next(e for e in events if e["type"] == "end")
+    # One event, in the anomaly window, and nothing outside it.
+    assert {e["id"] for e in events} == {start["id"]}, events
+    assert ANOMALY_START <= start["start_pts"] <= ANOMALY_START + ANOMALY_LENGTH
+    assert end["pts"] <= ANOMALY_START + ANOMALY_LENGTH + END_SLACK_S
+    assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[0]["seq"] + len(events)))
+    # The fields of the contract.
+    model_sha = hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    for event in (start, end):
+        assert event["device"] == "test-box" and event["camera"] == "walkway"
+        assert event["model"]["sha256"] == model_sha
+        assert event["config_version"] == 1
+        assert event["threshold"] == 6.0
+        x, y, w, h = event["region"]
+        assert 0 <= x < x + w <= 360 and 0 <= y < y + h <= 240
+    assert start["end_ts"] is None and end["end_ts"] >= start["start_ts"]
+    assert start["score"] >= 6.0 * 0.5  # raw frame score; the smoothed one crossed the threshold
+    assert end["peak_score"] >= start["peak_score"]
+    # The snapshot the end event describes is the retained one, and it is a real JPEG.
+    snapshot = sub.on("walkway/snapshot")[-1]
+    assert hashlib.sha256(snapshot.payload).hexdigest() == end["snapshot"]["sha256"]
+    assert len(snapshot.payload) == end["snapshot"]["bytes"]
+    assert dict(snapshot.properties.UserProperty)["event_id"] == start["id"]
+    image = cv2.imdecode(np.frombuffer(snapshot.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (240, 360, 3)
+    assert (end["snapshot"]["width"], end["snapshot"]["height"]) == (360, 240)
+    # State and metrics arrive too.
+    state = json.loads(sub.on("test-box/state")[-1].payload)
+    assert state["device"] == "test-box" and "walkway" in state["cameras"]
+    assert sub.wait_for(lambda: bool(sub.on("test-box/metrics")), timeout=5)
+
+    # The broker announces the agent's death through its last will.
+    assert [m.payload for m in sub.on("test-box/status")][-1] == b"online"
+    agent.stop(signal.SIGKILL)
+    assert sub.wait_for(lambda: [m.payload for m in sub.on("test-box/status")][-1] == b"offline", 10)
+    late = Subscriber(broker, ["edge/test-box/status"])
+    try:
+        assert late.wait_for(lambda: bool(late.on("status")), 5)
+        assert late.on("status")[-1].payload == b"offline" and late.on("status")[-1].retain
+    finally:
+        late.close()
+
+
+def test_a_normal_video_raises_no_event(
+    broker: LocalBroker,
+    scene_video: Callable[..., Path],
+    subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    video = scene_video(SyntheticConfig(seed=12, anomaly=None), seconds=40)
+    sub = subscribe(["edge/test-box/#"])
+    agent = start_agent(agent_config(broker, str(video)))
+    assert sub.wait_for(lambda: [m.payload for m in sub.on("walkway/status")][-1:] == [b"offline"], 90), agent.log
+    assert "calibrated on 120 frames" in agent.log
+    assert sub.events() == []
+    assert agent.stop() == 0
