@@ -86,7 +86,7 @@ class EventReporter:
         self._report("end", score, region, ts, pts, end_ts=ts, reason=reason)
         log.info(
             "event %s end on %s: peak %.1f, %.1f s (%s)",
-            event.id[:8], self.camera.name, event.peak_score, ts - event.start_ts, reason,
+            event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason,
         )
         self.current = None
 

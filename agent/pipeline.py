@@ -84,6 +84,11 @@ class CameraPipeline(threading.Thread):
         self._last_frame: Frame | None = None
 
     @property
+    def state(self) -> np.ndarray:
+        """The model's recurrent state, as fed to the next frame."""
+        return self._state
+
+    @property
     def calibrating(self) -> bool:
         return self._scorer is None
 

@@ -29,12 +29,10 @@ class SyntheticScene:
         self.fps: float | None = fps
         self.width, self.height = config.width, config.height
         self._index = 0
-        self._rng = np.random.default_rng(config.seed)
         self._background = self._make_background()
         self._path_top = int(self.height * 0.38)
         self._path_bottom = int(self.height * 0.70)
         self._walkers = [self._make_walker(i) for i in range(config.people)]
-        self._noise = np.random.default_rng(config.seed + 1)
 
     # -- scene layout ---------------------------------------------------------------------
     def _make_background(self) -> np.ndarray:
@@ -106,7 +104,8 @@ class SyntheticScene:
         self._draw_walkers(image, t)
         if self.anomaly_active(t):
             self._draw_anomaly(image, t)
-        image += self._noise.normal(0.0, SENSOR_NOISE, image.shape).astype(np.float32)
+        noise = np.random.default_rng((self.config.seed, index)).normal(0.0, SENSOR_NOISE, image.shape)
+        image += noise.astype(np.float32)
         grey = np.clip(image, 0, 255).astype(np.uint8)
         return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
