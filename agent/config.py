@@ -69,7 +69,7 @@ class SyntheticAnomaly(Strict):
 class SyntheticConfig(Strict):
     width: int = Field(360, ge=32, le=3840)
     height: int = Field(240, ge=32, le=2160)
-    people: int = Field(4, ge=0, le=50)
+    people: int = Field(6, ge=0, le=50)
     seed: int = 0
     #: ``null`` for a scene with no anomaly at all.
     anomaly: SyntheticAnomaly | None = SyntheticAnomaly()
@@ -107,6 +107,8 @@ class CalibrationConfig(Strict):
 
     mode: Literal["auto", "model"] = "auto"
     frames: int = Field(150, ge=10)
+    #: Rows and columns of cells the frame is scored in; must divide the model's prediction size.
+    grid: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 6)
     #: Floor on each cell's spread, as a fraction of the median spread over all cells.
     std_floor: float = Field(0.5, gt=0)
 

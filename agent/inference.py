@@ -2,8 +2,11 @@
 
 Loads LiteRT (``ai_edge_litert``) and falls back to ``tflite_runtime`` for older boards. Inputs
 and outputs are found by shape, not by name (converters rename tensors): the 4-D input is the
-frame, the 2-D input the state ``h_prev``; the output shaped like ``h_prev`` is ``h_new``, the 3-D
-or 4-D output is the anomaly map and a one-element output the score.
+frame, the 2-D input the state ``h_prev``; the output shaped like ``h_prev`` is ``h_new`` and the
+4-D output ``pred``, the model's prediction of the current frame (grey, [0, 1]) made from
+``h_prev`` alone. How far the frame is from that prediction is the anomaly signal; it is measured
+outside the model (:mod:`agent.scoring`) because a squared error spans too many decades for one
+int8 scale: inside the model it either saturated on contrasty scenes or lost the quiet ones.
 """
 
 from __future__ import annotations
@@ -129,25 +132,23 @@ class StreamingModel:
         frame, state = frames[0], states[0]
         state_shape = tuple(state["shape"])
         new_states = [d for d in outputs if tuple(d["shape"]) == state_shape]
-        maps = [d for d in outputs if len(d["shape"]) in (3, 4)]
-        scores = [d for d in outputs if int(np.prod(d["shape"])) == 1]
-        if len(new_states) != 1 or len(maps) != 1:
+        preds = [d for d in outputs if len(d["shape"]) == 4 and d["shape"][3] == 1]
+        if len(new_states) != 1 or len(preds) != 1:
             raise ModelError(
-                f"{path}: expected outputs h_new {list(state_shape)} and a 3-D/4-D anomaly map, got "
+                f"{path}: expected outputs h_new {list(state_shape)} and pred (1xhxwx1), got "
                 + ", ".join(f"{d['name']}{list(d['shape'])}" for d in outputs)
             )
         self.frame_shape = tuple(int(v) for v in frame["shape"])
         self.frame_quant = Quant.of(frame)
         self.state_in_quant = Quant.of(state)
         self.state_out_quant = Quant.of(new_states[0])
-        self.map_quant = Quant.of(maps[0])
-        self.map_shape = tuple(int(v) for v in maps[0]["shape"][1:3])
+        self.pred_quant = Quant.of(preds[0])
+        self.pred_shape = (int(preds[0]["shape"][1]), int(preds[0]["shape"][2]))
         self._frame_index = frame["index"]
         self._state_index = state["index"]
         self._state_shape = state_shape
         self._new_state_index = new_states[0]["index"]
-        self._map_index = maps[0]["index"]
-        self._score_index = scores[0]["index"] if scores else None
+        self._pred_index = preds[0]["index"]
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -161,8 +162,9 @@ class StreamingModel:
     def step(self, frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run one frame (already quantized, shaped like the input) with the previous state.
 
-        Returns the anomaly map (float, rows x cols) and the next state, requantized to the
-        state input's scale: the state output's scale differs, so copying it would drift.
+        Returns the prediction of this frame (float, h x w, made before seeing it) and the next
+        state, requantized to the state input's scale: the output's scale differs, so copying
+        the int8 tensor would drift.
         """
         interpreter = self._interpreter
         interpreter.set_tensor(self._frame_index, frame)
@@ -171,5 +173,5 @@ class StreamingModel:
         new_state = self.state_in_quant.quantize(
             self.state_out_quant.dequantize(interpreter.get_tensor(self._new_state_index))
         )
-        anomaly_map = self.map_quant.dequantize(interpreter.get_tensor(self._map_index))
-        return anomaly_map.reshape(self.map_shape), new_state
+        pred = self.pred_quant.dequantize(interpreter.get_tensor(self._pred_index))
+        return pred.reshape(self.pred_shape), new_state

@@ -23,8 +23,8 @@ from agent.detector import Detector
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.preprocess import Preprocessor
 from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
+from agent.stream import ModelStream
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,13 @@ class CameraPipeline(threading.Thread):
         self.reporter = reporter
         self.calibration_file = calibration_file
         self.stop = stop
-        self.preprocess = Preprocessor(
-            model.frame_shape, model.frame_quant, float(model.info.sidecar.get("input", {}).get("scale", 1 / 255))
-        )
+        self.stream = ModelStream(model, camera.calibration.grid)
         self.detector = Detector(camera.detector)
         self.times = StageTimes()
         self.frames_processed = 0
         self.last_score: float | None = None
         self.last_frame_at = 0.0
-        self._state = model.zero_state()
         self._generation = 0
-        self._since_reset = 0
         self._calibrator: Calibrator | None = None
         self._scorer = self._initial_scorer()
         self._last_frame: Frame | None = None
@@ -86,7 +82,7 @@ class CameraPipeline(threading.Thread):
     @property
     def state(self) -> np.ndarray:
         """The model's recurrent state, as fed to the next frame."""
-        return self._state
+        return self.stream.state
 
     @property
     def calibrating(self) -> bool:
@@ -97,7 +93,10 @@ class CameraPipeline(threading.Thread):
         cal = self.camera.calibration
         if cal.mode == "model":
             stats_json = self.model.info.sidecar.get("calibration")
-            if not stats_json:
+            if stats_json and list(stats_json.get("grid", [])) != list(cal.grid):
+                log.warning("camera %s: the model's calibration is for grid %s, not %s; calibrating on "
+                            "this camera", self.camera.name, stats_json.get("grid"), list(cal.grid))
+            elif not stats_json:
                 log.warning("camera %s: model has no calibration statistics; calibrating on this camera",
                             self.camera.name)
             else:
@@ -121,7 +120,9 @@ class CameraPipeline(threading.Thread):
             log.warning("camera %s: ignoring unreadable calibration %s: %s",
                         self.camera.name, self.calibration_file, error)
             return None
-        if data.get("model_sha256") != self.model.info.sha256 or data.get("source") != self.camera.source:
+        if (data.get("model_sha256"), data.get("source"), data.get("grid")) != (
+            self.model.info.sha256, self.camera.source, list(self.camera.calibration.grid)
+        ):
             log.info("camera %s: saved calibration is for another model or source; recalibrating",
                      self.camera.name)
             return None
@@ -134,7 +135,8 @@ class CameraPipeline(threading.Thread):
             return
         stats = self._calibrator.result()
         try:
-            stats.save(self.calibration_file, model_sha256=self.model.info.sha256, source=self.camera.source)
+            stats.save(self.calibration_file, model_sha256=self.model.info.sha256, source=self.camera.source,
+                       grid=list(self.camera.calibration.grid))
         except OSError as error:
             log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
                       self.calibration_file, error)
@@ -159,21 +161,16 @@ class CameraPipeline(threading.Thread):
     def process(self, frame: Frame) -> None:
         if frame.generation != self._generation:
             self._generation = frame.generation
-            self._state = self.model.zero_state()
-            self._since_reset = 0
+            self.stream.reset()
             self.detector.reset()
-        t0 = time.perf_counter()
-        tensor = self.preprocess(frame.image)
-        t1 = time.perf_counter()
-        anomaly_map, self._state = self.model.step(tensor, self._state)
+        anomaly_map = self.stream(frame.image)
         t2 = time.perf_counter()
-        self.times.add("preprocess", t1 - t0)
-        self.times.add("infer", t2 - t1)
+        self.times.add("preprocess", self.stream.last_times[0])
+        self.times.add("infer", self.stream.last_times[1])
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
-        self._since_reset += 1
-        if self._since_reset <= self.model.info.warmup_frames:
+        if anomaly_map is None:
             return
         if self._scorer is None:
             self._calibrate(anomaly_map)
@@ -183,7 +180,7 @@ class CameraPipeline(threading.Thread):
         self.last_score = decision.smoothed
         t3 = time.perf_counter()
         height, width = frame.image.shape[:2]
-        region = cell_region(cell, self.model.map_shape, (width, height))
+        region = cell_region(cell, self.stream.grid, (width, height))
         self.reporter.observe(frame, score, region, decision.transition)
         self.times.add("score", t3 - t2)
         self.times.add("report", time.perf_counter() - t3)

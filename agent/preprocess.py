@@ -1,4 +1,4 @@
-"""Preprocess: camera frame (BGR, any size) -> the model's quantized input tensor."""
+"""Preprocess: camera frame (BGR or grey, any size) -> the model's quantized input tensor."""
 
 from __future__ import annotations
 
@@ -9,22 +9,32 @@ from agent.inference import Quant
 
 
 class Preprocessor:
-    """Resize, convert colour and quantize through a 256-entry lookup table.
+    """Grey, resize (area averaging), then quantize through a 256-entry lookup table.
 
     The model takes pixel * ``pixel_scale`` (its sidecar's normalisation); quantizing that is a
-    function of the 8-bit pixel alone, so a table replaces per-pixel float arithmetic.
+    function of the 8-bit pixel alone, so a table replaces per-pixel float arithmetic. It also
+    keeps the frame at the model's prediction size, which the prediction is compared with.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], quant: Quant, pixel_scale: float = 1 / 255) -> None:
-        _, self.height, self.width, self.channels = input_shape
+    def __init__(
+        self, input_shape: tuple[int, ...], quant: Quant, pred_shape: tuple[int, int], pixel_scale: float = 1 / 255
+    ) -> None:
+        _, self.height, self.width, channels = input_shape
+        if channels != 1:
+            raise ValueError(f"the model takes {channels} channels; only grey (1) models are supported")
+        self.pred_height, self.pred_width = pred_shape
+        self.pixel_scale = pixel_scale
         self.lut = quant.quantize(np.arange(256, dtype=np.float32) * pixel_scale)
-        self._out = np.empty(input_shape, dtype=quant.dtype)
+        self._tensor = np.empty(input_shape, dtype=quant.dtype)
+        self.small = np.empty((self.height, self.width), np.uint8)
+        self._small_float = np.empty((self.height, self.width), np.float32)
+        self.current = np.empty(pred_shape, np.float32)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        small = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        if self.channels == 1:
-            small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)[..., None]
-        else:
-            small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        np.take(self.lut, small, out=self._out[0])
-        return self._out
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        cv2.resize(grey, (self.width, self.height), dst=self.small, interpolation=cv2.INTER_AREA)
+        np.take(self.lut, self.small, out=self._tensor[0, :, :, 0])
+        np.multiply(self.small, np.float32(self.pixel_scale), out=self._small_float)
+        cv2.resize(self._small_float, (self.pred_width, self.pred_height), dst=self.current,
+                   interpolation=cv2.INTER_AREA)
+        return self._tensor

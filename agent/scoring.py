@@ -1,6 +1,8 @@
-"""Scoring: the model's anomaly map -> one causal score per frame and the hottest region.
+"""Scoring: prediction vs frame -> anomaly map -> one causal score per frame and the hottest region.
 
-Each map cell's error is turned into a z-score against that cell's statistics on normal footage
+The anomaly map is the squared difference between the model's prediction of the frame and the
+frame itself, averaged over a coarse grid of cells (about 60 px of a 360x240 frame works best,
+hence the 4x6 default). Each map cell's error is turned into a z-score against that cell's statistics on normal footage
 (cells that people cross often have a large spread, cells nobody crosses almost none, so a floor
 on the spread keeps those from exploding), and the frame's score is the largest z-score.
 """
@@ -13,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def error_map(pred: np.ndarray, current: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Mean squared prediction error per cell of a ``grid`` (rows, cols) over the frame."""
+    rows, cols = grid
+    height, width = current.shape
+    squared = np.square(pred - current)
+    return squared.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
 
 
 @dataclass

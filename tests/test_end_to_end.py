@@ -23,9 +23,9 @@ ANOMALY_START, ANOMALY_LENGTH = 20.0, 4.0
 END_SLACK_S = 2.5
 
 
-def agent_config(broker: LocalBroker, source: str) -> dict[str, Any]:
+def agent_config(broker: LocalBroker, source: str, device: str) -> dict[str, Any]:
     return {
-        "device_id": "test-box",
+        "device_id": device,
         "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 1},
         "cameras": [{
             "name": "walkway",
@@ -46,7 +46,7 @@ def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_s
                                               "duration_s": ANOMALY_LENGTH})
     video = scene_video(scene, seconds=34)
     sub = subscribe(["edge/test-box/#"])
-    agent = start_agent(agent_config(broker, str(video)))
+    agent = start_agent(agent_config(broker, str(video), "test-box"))
 
     assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.events()), timeout=90), agent.log
     assert sub.wait_for(lambda: [m.payload for m in sub.on("walkway/status")][-1:] == [b"offline"], 10)
@@ -103,8 +103,8 @@ def test_a_normal_video_raises_no_event(
     start_agent: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     video = scene_video(SyntheticConfig(seed=12, anomaly=None), seconds=40)
-    sub = subscribe(["edge/test-box/#"])
-    agent = start_agent(agent_config(broker, str(video)))
+    sub = subscribe(["edge/quiet-box/#"])
+    agent = start_agent(agent_config(broker, str(video), "quiet-box"))
     assert sub.wait_for(lambda: [m.payload for m in sub.on("walkway/status")][-1:] == [b"offline"], 90), agent.log
     assert "calibrated on 120 frames" in agent.log
     assert sub.events() == []

@@ -1,127 +1,93 @@
 """The shipped anomaly model runs without TensorFlow, is pure int8, and its state feedback works."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
+from agent.inference import DEFAULT_MODEL, StreamingModel
+from agent.stream import ModelStream
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-MODEL = MODELS / "ped2_cnn_gru_int8.tflite"
-SIDECAR = MODELS / "ped2_cnn_gru_int8.json"
+SIDECAR = DEFAULT_MODEL.with_suffix(".json")
 
 
 @pytest.fixture(scope="module")
-def sidecar():
+def sidecar() -> dict[str, Any]:
     return json.loads(SIDECAR.read_text())
 
 
 @pytest.fixture(scope="module")
-def interp():
-    it = Interpreter(model_path=str(MODEL), num_threads=1)
-    it.allocate_tensors()
-    return it
+def model() -> StreamingModel:
+    return StreamingModel()
 
 
-def _io(it):
-    ins = it.get_input_details()
-    outs = it.get_output_details()
-    frame = next(d for d in ins if len(d["shape"]) == 4)
-    h_in = next(d for d in ins if len(d["shape"]) == 2)
-    score = next(d for d in outs if tuple(d["shape"]) == (1, 1))
-    amap = next(d for d in outs if len(d["shape"]) == 3)
-    h_out = next(d for d in outs if len(d["shape"]) == 2 and d["shape"][1] > 1)
-    return frame, h_in, score, amap, h_out
-
-
-def _q(x, d):
-    s, z = d["quantization"]
-    return np.clip(np.round(x / s) + z, -128, 127).astype(np.int8)
-
-
-def _dq(q, d):
-    s, z = d["quantization"]
-    return (q.astype(np.float32) - z) * s
-
-
-def test_sidecar_matches_file(sidecar):
-    assert hashlib.sha256(MODEL.read_bytes()).hexdigest() == sidecar["sha256"]
-    assert (MODELS / sidecar["float_model"]).is_file()
+def test_the_sidecar_describes_the_shipped_file(sidecar: dict[str, Any], model: StreamingModel) -> None:
+    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == sidecar["sha256"] == model.info.sha256
+    assert (DEFAULT_MODEL.parent / sidecar["float_model"]).is_file()
     assert sidecar["input"]["channels"] == 1 and sidecar["input"]["colour"] == "grey"
-    assert sidecar["input"]["scale"] == pytest.approx(1 / 255)
-    rows, cols = sidecar["map"]["rows"], sidecar["map"]["cols"]
+    assert model.input_size == (sidecar["input"]["height"], sidecar["input"]["width"], 1)
+    assert model.pred_shape == (sidecar["prediction"]["height"], sidecar["prediction"]["width"])
     cal = sidecar["calibration"]
-    assert np.array(cal["cell_mean"]).shape == (rows, cols)
-    assert np.array(cal["cell_std"]).shape == (rows, cols)
-    assert cal["n_frames"] > 0 and sidecar["warmup_frames"] >= 0
+    assert np.array(cal["cell_mean"]).shape == tuple(cal["grid"]) == np.array(cal["cell_std"]).shape
+    assert cal["n_frames"] > 1000 and sidecar["warmup_frames"] >= 0
+    assert sidecar["training"]["clips"] == 16  # all of Ped2's training clips, none of its test clips
 
 
-def test_io_shapes_and_int8(interp, sidecar):
-    frame, h_in, score, amap, h_out = _io(interp)
-    H, W = sidecar["input"]["height"], sidecar["input"]["width"]
-    D = sidecar["state_dim"]
-    assert tuple(frame["shape"]) == (1, H, W, 1)
-    assert tuple(h_in["shape"]) == (1, D) and tuple(h_out["shape"]) == (1, D)
-    assert tuple(amap["shape"]) == (1, sidecar["map"]["rows"], sidecar["map"]["cols"])
-    for d in (frame, h_in, score, amap, h_out):
-        assert d["dtype"] == np.int8, d["name"]
-        assert d["quantization"][0] > 0
-    # the whole [0,1] frame range and the [-1,1] state range are representable
-    assert _dq(np.array([-128, 127]), frame) == pytest.approx([0.0, 1.0], abs=0.02)
-    assert _dq(np.array([-128, 127]), h_in) == pytest.approx([-1.0, 1.0], abs=0.03)
+def test_inputs_and_outputs_are_int8_over_their_full_ranges(model: StreamingModel) -> None:
+    for quant in (model.frame_quant, model.state_in_quant, model.state_out_quant, model.pred_quant):
+        assert quant.dtype == np.int8 and quant.scale > 0
+    # Any camera's pixels ([0, 1]) and any GRU state ([-1, 1]) are representable.
+    assert model.frame_quant.dequantize(np.array([-128, 127])) == pytest.approx([0.0, 1.0], abs=0.02)
+    assert model.state_in_quant.dequantize(np.array([-128, 127])) == pytest.approx([-1.0, 1.0], abs=0.03)
 
 
-def test_only_int8_builtin_ops(interp):
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+def test_only_int8_builtin_ops_and_no_float_islands(model: StreamingModel) -> None:
+    interpreter = model._interpreter
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     names = set()
-    for op in interp._get_ops_details():
+    for op in interpreter._get_ops_details():
         name = op["op_name"].upper()
         names.add(name)
         assert "FLEX" not in name and "CUSTOM" not in name, name
         assert name != "DEQUANTIZE", "float island (DEQUANTIZE) in the graph"
-        if name == "DELEGATE":  # XNNPACK partition node wrapping the builtin ops listed elsewhere
+        if name == "DELEGATE":  # XNNPACK's partition node wraps builtin ops listed on their own
             continue
-        for i in list(op["inputs"]) + list(op["outputs"]):
-            if i < 0 or i not in tensors:
-                continue
-            assert tensors[i]["dtype"] in (np.int8, np.int32), (name, tensors[i]["name"], tensors[i]["dtype"])
-        if name == "QUANTIZE":  # only int8 -> int8 requantisation allowed
-            assert all(tensors[i]["dtype"] == np.int8 for i in op["inputs"] if i >= 0)
+        for index in [*op["inputs"], *op["outputs"]]:
+            if index >= 0 and index in tensors:
+                assert tensors[index]["dtype"] in (np.int8, np.int32), (name, tensors[index]["name"])
     assert "CONV_2D" in names
 
 
-def test_state_feedback_moving_square(interp, sidecar):
-    frame_d, h_in, score_d, amap_d, h_out = _io(interp)
-    H, W = sidecar["input"]["height"], sidecar["input"]["width"]
-    rows, cols = sidecar["map"]["rows"], sidecar["map"]["cols"]
+def test_the_prediction_follows_the_fed_back_state(model: StreamingModel) -> None:
+    """A static textured scene, then a bright square moving right: the map lights up at the square
+    (visible only through the state), and stays quiet where nothing moves."""
+    height, width, _ = model.input_size
     rng = np.random.default_rng(0)
-    bg = np.clip(0.4 + 0.03 * rng.standard_normal((H, W)), 0, 1).astype(np.float32)
-    h = np.zeros((1, sidecar["state_dim"]), np.float32)
-    states, maps, centres = [], [], []
-    for t in range(10):
-        f = bg.copy()
-        y0, x0 = 24, 8 + 6 * t  # 12x12 bright square moving right 6 px / frame
-        f[y0:y0 + 12, x0:x0 + 12] = 0.95
-        interp.set_tensor(frame_d["index"], _q(f[None, :, :, None], frame_d))
-        interp.set_tensor(h_in["index"], _q(h, h_in))  # requantise the fed-back state
-        interp.invoke()
-        h = _dq(interp.get_tensor(h_out["index"]), h_out)
-        maps.append(_dq(interp.get_tensor(amap_d["index"]), amap_d)[0])
-        s = _dq(interp.get_tensor(score_d["index"]), score_d).item()
-        assert s == pytest.approx(maps[-1].mean(), abs=3 * score_d["quantization"][0] + 1e-6)
-        states.append(h.copy())
-        centres.append(((y0 + 6) * rows / H, (x0 + 6) * cols / W))
-    assert np.abs(states[0]).max() > 0.05, "state does not change from zero"
-    assert np.abs(states[-1] - states[-2]).max() > 0.01, "state does not follow the input"
-    warm = max(3, sidecar["warmup_frames"] + 1)
-    for t in range(warm, 10):
-        m = maps[t]
-        assert m.max() > m.mean(), "flat map"
-        r, c = np.unravel_index(np.argmax(m), m.shape)
-        cy, cx = centres[t]
-        # hottest cell at/near the square (current or just-vacated position)
-        assert abs(r + 0.5 - cy) <= 2 and abs(c + 0.5 - cx) <= 2.5, (t, (r, c), (cy, cx))
+    background = np.clip(100 + 8 * rng.standard_normal((height, width)), 0, 255).astype(np.uint8)
+    stream = ModelStream(model, (8, 12), warmup=0)
+    maps = []
+    for t in range(12):
+        frame = background.copy()
+        if t >= 4:
+            x0 = 8 + 6 * (t - 4)
+            frame[24:36, x0 : x0 + 12] = 240
+        anomaly_map = stream(frame)
+        assert anomaly_map is not None
+        maps.append(anomaly_map)
+    quiet = max(m.max() for m in maps[2:4])
+    for t in range(5, 12):
+        assert maps[t].max() > 10 * quiet + 1e-6, t
+        row, col = np.unravel_index(np.argmax(maps[t]), maps[t].shape)
+        square_row, square_col = 30 * 8 / height, (8 + 6 * (t - 4) + 6) * 12 / width
+        assert abs(row + 0.5 - square_row) <= 1.5 and abs(col + 0.5 - square_col) <= 2.5, (t, row, col)
+    # The state is what carries the past: from a zero state the same frame scores differently.
+    last = background.copy()
+    last[24:36, 50:62] = 240
+    stream.reset()
+    fresh = stream(last)
+    assert fresh is not None and not np.allclose(fresh, maps[11], rtol=0.2)

@@ -88,8 +88,8 @@ class SyntheticScene:
         if anomaly.kind == "fast":
             # A cyclist crossing the whole frame within the anomaly window.
             x = -40 + progress * (w + 80)
-            cv2.ellipse(image, (int(x), int(mid_path)), (int(22 * s), int(9 * s)), 0, 0, 360, 25, -1)
-            cv2.circle(image, (int(x), int(mid_path - 16 * s)), int(6 * s), 20, -1)
+            cv2.ellipse(image, (int(x), int(mid_path)), (int(28 * s), int(12 * s)), 0, 0, 360, 20, -1)
+            cv2.circle(image, (int(x), int(mid_path - 20 * s)), int(7 * s), 15, -1)
         elif anomaly.kind == "large":
             x = -60 + progress * (w * 0.5)
             top_left = (int(x), int(mid_path - 28 * s))
