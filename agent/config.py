@@ -109,8 +109,8 @@ class CalibrationConfig(Strict):
     frames: int = Field(150, ge=10)
     #: Rows and columns of cells the frame is scored in; must divide the model's prediction size.
     grid: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 6)
-    #: Floor on each cell's spread, as a fraction of the median spread over all cells.
-    std_floor: float = Field(0.5, gt=0)
+    #: Floor on each cell's spread, as a multiple of the quiet cells' spread (25th percentile).
+    std_floor: float = Field(2.0, gt=0)
 
 
 class SnapshotConfig(Strict):

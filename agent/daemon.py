@@ -27,6 +27,7 @@ from agent.topics import Topics
 
 log = logging.getLogger(__name__)
 
+STARTING = "starting"
 CONFIG_VERSION = 1  # remote configuration (versioned updates) is not built yet
 
 
@@ -37,7 +38,7 @@ class CameraRuntime:
     capture: CaptureWorker
     pipeline: CameraPipeline
     online: bool = False
-    reason: str = "starting"
+    reason: str = STARTING
 
 
 def rss_mb() -> float:
@@ -91,7 +92,7 @@ class Agent:
     def _camera_status(self, name: str, online: bool, reason: str) -> None:
         runtime = self.cameras[name]
         with self._status_lock:
-            changed = runtime.online != online
+            changed = runtime.online != online or runtime.reason == STARTING
             runtime.online, runtime.reason = online, reason
         if changed:
             log.info("camera %s: %s%s", name, "online" if online else "offline", f" ({reason})" if reason else "")
@@ -104,6 +105,8 @@ class Agent:
         messages = [Message(self.topics.status, b"online", retain=True), self._state_message()]
         with self._status_lock:
             for name, runtime in self.cameras.items():
+                if runtime.reason == STARTING:
+                    continue  # not known yet; published when its source first opens or fails
                 payload = b"online" if runtime.online else b"offline"
                 messages.append(Message(self.topics.camera_status(name), payload, retain=True))
         return messages

@@ -18,6 +18,8 @@ from agent.broker import LocalBroker
 from agent.listen import Listener
 
 DEVICE = "demo-box"
+#: 15 s at 10 fps: enough for the synthetic walkers to have crossed most of their path.
+CALIBRATION_FRAMES = 150
 
 
 def demo_config(port: int, state_dir: Path) -> dict:
@@ -26,15 +28,15 @@ def demo_config(port: int, state_dir: Path) -> dict:
             "name": name,
             "source": "synthetic",
             "fps": 10,
-            "synthetic": {"seed": seed, "people": 4, "anomaly": {"kind": kind, "start_s": start_s, "duration_s": 4}},
-            "calibration": {"frames": 80},
+            "synthetic": {"seed": seed, "anomaly": {"kind": kind, "start_s": start_s, "duration_s": 4}},
+            "calibration": {"frames": CALIBRATION_FRAMES},
         }
 
     return {
         "device_id": DEVICE,
         "state_dir": str(state_dir),
         "mqtt": {"host": "127.0.0.1", "port": port, "metrics_interval_s": 5},
-        "cameras": [camera("walkway", 1, "fast", 13.0), camera("lawn", 2, "off_path", 19.0)],
+        "cameras": [camera("walkway", 1, "fast", 17.0), camera("lawn", 2, "off_path", 23.0)],
     }
 
 
@@ -54,8 +56,9 @@ def run_demo(duration: float, out_dir: Path) -> int:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "agent", "run", "--config", str(config_file)], stderr=log, stdout=log
             )
-            print(f"agent started (pid {agent.pid}, log {log_file}); synthetic cameras 'walkway' "
-                  f"(cyclist at 13 s) and 'lawn' (person off the path at 19 s); calibrating for 8.5 s ...")
+            print(f"agent started (pid {agent.pid}, log {log_file})\n"
+                  "two synthetic cameras: 'walkway' (a cyclist at 17 s) and 'lawn' (someone crossing the "
+                  f"lawn at 23 s);\neach first calibrates on {CALIBRATION_FRAMES} frames (15 s) ...")
             try:
                 listener.run(duration=duration, until=lambda: agent.poll() is not None)
             finally:

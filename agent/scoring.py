@@ -4,7 +4,8 @@ The anomaly map is the squared difference between the model's prediction of the 
 frame itself, averaged over a coarse grid of cells (about 60 px of a 360x240 frame works best,
 hence the 4x6 default). Each map cell's error is turned into a z-score against that cell's statistics on normal footage
 (cells that people cross often have a large spread, cells nobody crosses almost none, so a floor
-on the spread keeps those from exploding), and the frame's score is the largest z-score.
+on the spread, a multiple of the scene's quiet level, keeps sensor noise from raising alarms there
+while something walking where nobody walks still stands out), and the frame's score is the largest z-score.
 """
 
 from __future__ import annotations
@@ -96,9 +97,14 @@ class Region:
         return [self.x, self.y, self.width, self.height]
 
 
+#: The percentile of the cells' spreads taken as the scene's quiet level (sensor noise, cells
+#: nothing crosses); each cell's spread is floored at ``std_floor`` times it.
+QUIET_PERCENTILE = 25
+
+
 class CellScorer:
     def __init__(self, stats: CellStats, std_floor: float) -> None:
-        floor = std_floor * float(np.median(stats.std))
+        floor = std_floor * float(np.percentile(stats.std, QUIET_PERCENTILE))
         self.mean = stats.mean
         self.inv_std = 1.0 / np.maximum(stats.std, max(floor, 1e-9))
 

@@ -56,8 +56,11 @@ def annotate(
     cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thickness)
     local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     text = f"{camera}  {local}  score {score:.1f}  {event_id[:8]}"
-    font_scale = max(0.35, width / 900)
-    (_, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    font_scale = max(0.3, width / 900)
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    if text_w > width - 8:  # shrink to fit a narrow frame
+        font_scale *= (width - 8) / text_w
+        (_, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
     banner = text_h + baseline + 6
     cv2.rectangle(out, (0, 0), (width, banner), BANNER_COLOUR, -1)
     cv2.putText(out, text, (4, text_h + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, TEXT_COLOUR, 1, cv2.LINE_AA)

@@ -5,8 +5,8 @@
 ``--data`` has the layout of UCSD Ped2: ``testing/frames/NN/*.jpg`` and ``testing/labels.json``.
 Frames are scored exactly as the agent scores them (:class:`agent.stream.ModelStream`), with the
 per-cell statistics from the model's sidecar (normal training footage only), so the protocol is
-causal: frame score = largest per-cell z-score, then the agent's moving average over past frames
-(weight 0.5 on the newest). The first ``warmup_frames`` of each clip score 0. Micro AUC over all
+causal: frame score = largest per-cell z-score (the agent's default spread floor), then the
+agent's default moving average over past frames. The first ``warmup_frames`` of each clip score 0. Micro AUC over all
 frames of all clips. Nothing here is tuned on these clips. The full evaluation with baselines and
 plots is a later piece of work.
 """
@@ -20,11 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.config import CalibrationConfig, DetectorConfig
 from agent.inference import DEFAULT_MODEL, StreamingModel
 from agent.scoring import CellScorer, CellStats
 from agent.stream import ModelStream
 
-SMOOTHING = 0.5
+SMOOTHING = DetectorConfig().smoothing
+STD_FLOOR = CalibrationConfig().std_floor
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -69,7 +71,7 @@ def evaluate(data: Path, model_path: Path, grid: tuple[int, int]) -> dict[str, f
         if list(cal["grid"]) != list(grid):
             raise SystemExit(f"the sidecar's statistics are for grid {cal['grid']}, not {list(grid)}")
         stream = ModelStream(model, grid, warmup=int(sidecar["warmup_frames"]))
-        scorer = CellScorer(CellStats.from_json(cal), std_floor=0.5)
+        scorer = CellScorer(CellStats.from_json(cal), std_floor=STD_FLOOR)
         all_scores, all_labels = [], []
         for name, info in sorted(labels_doc.items()):
             files = sorted((data / "testing" / "frames" / name).glob("*.jpg"))

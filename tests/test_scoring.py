@@ -42,13 +42,16 @@ def test_the_score_is_the_largest_cell_z_score_and_names_its_cell() -> None:
 
 
 def test_a_cell_nobody_crosses_gets_the_floor_spread_not_its_own() -> None:
-    std = np.full((2, 2), 4.0, np.float32)
-    std[0, 0] = 1e-6  # no one ever walks there: its own spread would turn noise into alarms
-    scorer = CellScorer(CellStats(np.zeros((2, 2), np.float32), std, 100), std_floor=0.5)
-    anomaly_map = np.zeros((2, 2), np.float32)
+    std = np.array([[1e-6, 1.0, 1.0, 1.0], [8.0, 8.0, 8.0, 8.0]], np.float32)
+    # Nobody ever walked through cell (0, 0): its own spread would turn noise into alarms.
+    scorer = CellScorer(CellStats(np.zeros((2, 4), np.float32), std, 100), std_floor=2.0)
+    anomaly_map = np.zeros((2, 4), np.float32)
     anomaly_map[0, 0] = 4.0
-    score, _ = scorer(anomaly_map)
-    assert score == pytest.approx(2.0)  # 4 / (0.5 * median spread 4)
+    score, cell = scorer(anomaly_map)
+    assert cell == (0, 0)
+    assert score == pytest.approx(2.0)  # 4 / (2 x the quiet cells' spread, 1.0)
+    anomaly_map[0, 0], anomaly_map[1, 3] = 0.0, 16.0
+    assert scorer(anomaly_map)[0] == pytest.approx(2.0)  # busy cells keep their own spread
 
 
 def test_cell_regions_tile_the_frame() -> None:
