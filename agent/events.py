@@ -74,16 +74,17 @@ class EventReporter:
         if transition is Transition.UPDATE:
             self._report("update", score, region, frame.ts, frame.pts)
         elif transition is Transition.END:
-            self.close(frame.ts, frame.pts, score=score, region=region, reason="score fell below off_threshold")
+            self.close(frame.ts, frame.pts, score=score, reason="score fell below off_threshold")
 
-    def close(
-        self, ts: float, pts: float, *, reason: str, score: float | None = None, region: Region | None = None
-    ) -> None:
-        """End the open event, if any (also when the source ends or the agent stops)."""
+    def close(self, ts: float, pts: float, *, reason: str, score: float | None = None) -> None:
+        """End the open event, if any (also when the source ends or the agent stops).
+
+        The end message's region is the one of the event's best frame, the one its snapshot shows.
+        """
         event = self.current
         if event is None:
             return
-        self._report("end", score, region, ts, pts, end_ts=ts, reason=reason)
+        self._report("end", score, None, ts, pts, end_ts=ts, reason=reason)
         log.info(
             "event %s end on %s: peak %.1f, %.1f s (%s)",
             event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason,
