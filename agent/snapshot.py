@@ -51,7 +51,7 @@ def annotate(
     """A copy of ``image`` with a box on ``region`` and a banner naming camera, time and score."""
     out = image.copy()
     height, width = out.shape[:2]
-    thickness = max(1, width // 320)
+    thickness = max(2, width // 320)
     x, y, w, h = region.as_list()
     cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thickness)
     local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
