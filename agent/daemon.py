@@ -19,6 +19,7 @@ from typing import Any
 from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import AgentConfig, CameraConfig
+from agent.errors import UserError
 from agent.events import EventReporter
 from agent.inference import StreamingModel
 from agent.pipeline import CameraPipeline
@@ -62,7 +63,10 @@ class Agent:
             camera.name: StreamingModel(config.model.path, num_threads=config.model.num_threads)
             for camera in enabled
         }
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"state_dir: cannot create {config.state_dir}: {error.strerror}") from None
         self.publisher = MqttPublisher(
             config.mqtt,
             client_id=config.mqtt.client_id or f"edge-agent-{config.device_id}",
