@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -158,8 +157,3 @@ def scene_video(tmp_path: Path) -> Callable[..., Path]:
         return write_scene_video(tmp_path / name, scene, seconds)
 
     return make
-
-
-def noise_image(seed: int, shape: tuple[int, int] = (240, 360)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
