@@ -52,6 +52,17 @@ class MqttConfig(Strict):
     connect_timeout_s: PositiveFloat = 5.0
     reconnect_max_s: PositiveFloat = 30.0
     metrics_interval_s: PositiveFloat = 10.0
+    #: QoS 1 messages sent and not yet acknowledged, at most; bounds the replay after an outage.
+    max_inflight: int = Field(20, ge=1, le=1000)
+
+
+class OutboxConfig(Strict):
+    """The on-disk queue of events and snapshots not yet acknowledged by the broker."""
+
+    #: Unsent snapshots beyond this many bytes are dropped, oldest first (events never are).
+    snapshot_quota_mb: PositiveFloat = 50.0
+    #: Above this many unsent events, ``state`` and the metrics raise an alarm.
+    event_high_water: int = Field(10_000, ge=1)
 
 
 class ModelConfig(Strict):
@@ -152,6 +163,7 @@ class AgentConfig(Strict):
     state_dir: Path = Path("state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
 

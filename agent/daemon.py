@@ -23,7 +23,9 @@ from agent.errors import UserError
 from agent.events import EventReporter
 from agent.inference import StreamingModel
 from agent.pipeline import CameraPipeline
-from agent.publisher import Message, MqttPublisher, SeqCounter
+from agent.messages import Message
+from agent.outbox import Outbox
+from agent.publisher import MqttPublisher, SeqCounter
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,11 @@ class Agent:
             will_topic=self.topics.status,
             birth=self._birth_messages,
             seq=SeqCounter(config.state_dir / "event_seq"),
+            outbox=Outbox(
+                config.state_dir / "outbox.sqlite3",
+                snapshot_quota_bytes=int(config.outbox.snapshot_quota_mb * 2**20),
+                event_high_water=config.outbox.event_high_water,
+            ),
         )
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
         self._cpu_mark = (time.monotonic(), time.process_time())
@@ -122,6 +129,7 @@ class Agent:
             "device": self.config.device_id,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "config_version": CONFIG_VERSION,
+            "outbox_high_water": self.publisher.outbox.high_water,
             "model": None if any_model is None else {
                 "name": any_model.info.name,
                 "sha256": any_model.info.sha256,
@@ -159,6 +167,7 @@ class Agent:
                 "stages_ms": pipeline.times.summary(),
             }
         stats = self.publisher.stats
+        outbox = self.publisher.outbox
         return {
             "ts": time.time(),
             "uptime_s": round(now - self.started, 1),
@@ -170,6 +179,13 @@ class Agent:
                 "published": stats.published,
                 "acked": stats.acked,
                 "dropped_qos0": stats.dropped_qos0,
+                "replayed": stats.replayed,
+            },
+            "outbox": {
+                **outbox.depth(),
+                "high_water": outbox.high_water,
+                "unpersisted": outbox.stats.unpersisted,
+                "dropped_snapshots": outbox.stats.dropped_snapshots,
             },
             "cameras": cameras,
         }

@@ -18,7 +18,8 @@ from agent.config import CameraConfig
 from agent.detector import Transition
 from agent.frames import Frame
 from agent.inference import ModelInfo
-from agent.publisher import Message, MqttPublisher
+from agent.messages import Message
+from agent.publisher import MqttPublisher
 from agent.scoring import Region
 from agent.snapshot import Snapshot, render_snapshots
 from agent.topics import Topics
@@ -115,11 +116,12 @@ class EventReporter:
         )
         props = {"event_id": event.id, "content_type": "image/jpeg"}
         topic = self.topics.snapshot(self.camera.name)
-        self.publisher.publish(Message(topic, annotated.jpeg, retain=True, user_properties=props,
-                                       content_type="image/jpeg"))
+        self.publisher.publish_snapshot(Message(topic, annotated.jpeg, retain=True, user_properties=props,
+                                                content_type="image/jpeg"))
         if clean is not None:
-            self.publisher.publish(Message(self.topics.snapshot(self.camera.name, clean=True), clean.jpeg,
-                                           retain=True, user_properties=props, content_type="image/jpeg"))
+            self.publisher.publish_snapshot(Message(self.topics.snapshot(self.camera.name, clean=True),
+                                                    clean.jpeg, retain=True, user_properties=props,
+                                                    content_type="image/jpeg"))
         event.snapshot = annotated
         event.best_changed = False
 

@@ -1,16 +1,20 @@
 """Publish: the one thread that owns the MQTT connection.
 
 paho-mqtt is not fully thread-safe, so no other thread touches the client: camera pipelines
-call :meth:`MqttPublisher.publish` / :meth:`publish_event`, which only append to a queue. The
+call :meth:`MqttPublisher.publish_event` / :meth:`publish_snapshot` / :meth:`publish`, which
+persist durable messages in the outbox (:mod:`agent.outbox`) and append to a send queue. The
 thread connects (with exponential backoff and jitter), sends the birth messages (retained
-``status`` online, state, camera statuses) on every connect, drains the queue while connected and
-tracks QoS 1 messages until the broker's PUBACK. Events and snapshots wait in the queue while
-the broker is away; metrics (QoS 0) are dropped then, and counted.
+``status`` online, state, camera statuses) on every connect, and drains the queue while
+connected, at most ``max_inflight`` unacknowledged messages at a time (that window is the replay
+rate bound: paho would otherwise take a whole backlog into its memory at once). A message leaves
+the outbox only on the broker's PUBACK; paho re-sends unacknowledged ones after a reconnect,
+and a restarted agent replays what its outbox still holds, so delivery is at least once, in
+order. Retained state messages are not persisted (they are rebuilt on connect) and only the
+newest per topic waits; metrics (QoS 0) are dropped while disconnected, and counted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
@@ -18,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttConfig
+from agent.messages import Message
+from agent.outbox import Entry, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +42,12 @@ LOOP_TIMEOUT_S = 0.02
 
 
 @dataclass
-class Message:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-    user_properties: dict[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-
-    @classmethod
-    def json(cls, topic: str, data: Any, *, qos: int = 1, retain: bool = False) -> Message:
-        body = json.dumps(data, separators=(",", ":")).encode()
-        return cls(topic, body, qos=qos, retain=retain, content_type="application/json")
-
-    def properties(self) -> Properties | None:
-        if not self.user_properties and not self.content_type:
-            return None
-        props = Properties(PacketTypes.PUBLISH)
-        if self.content_type:
-            props.ContentType = self.content_type
-        if self.user_properties:
-            props.UserProperty = list(self.user_properties.items())
-        return props
-
-
-@dataclass
 class PublisherStats:
     published: int = 0
     acked: int = 0
     dropped_qos0: int = 0
     connects: int = 0
+    replayed: int = 0
 
 
 class SeqCounter:
@@ -109,19 +91,25 @@ class MqttPublisher(threading.Thread):
         will_topic: str,
         birth: Callable[[], list[Message]],
         seq: SeqCounter,
+        outbox: Outbox,
     ) -> None:
         super().__init__(name="mqtt-publisher", daemon=True)
         self.config = config
         self.will_topic = will_topic
         self.birth = birth
+        self.outbox = outbox
         self.stats = PublisherStats()
         self._seq = seq
-        self._queue: deque[Message] = deque()
         self._lock = threading.Lock()
+        self._queue: deque[Entry] = deque(outbox.pending())  # what a previous run left undelivered
+        self.stats.replayed = len(self._queue)
+        if self._queue:
+            log.info("outbox: %d message(s) from before the restart will be sent first", len(self._queue))
+        self._inflight: dict[int, Entry] = {}
+        self._acked_rows: list[int] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_deadline = 0.0
-        self._inflight: dict[int, Message] = {}
         self._connected = False
         self._socket_open = False
         self._backoff = 1.0
@@ -130,21 +118,41 @@ class MqttPublisher(threading.Thread):
 
     # -- called from any thread ---------------------------------------------------------
     def publish(self, message: Message) -> None:
-        """Queue a message; QoS 0 messages (metrics) are dropped while disconnected."""
+        """Queue a message that need not survive a restart (status, state, metrics).
+
+        A retained one replaces a queued older one on the same topic; QoS 0 messages are
+        dropped while disconnected.
+        """
         if message.qos == 0 and not self._connected:
             self.stats.dropped_qos0 += 1
             return
         with self._lock:
-            self._queue.append(message)
+            if message.retain:
+                for index, entry in enumerate(self._queue):
+                    if entry.row is None and entry.message.retain and entry.message.topic == message.topic:
+                        del self._queue[index]
+                        break
+            self._queue.append(Entry(message, "state", None))
         self._wake.set()
 
     def publish_event(self, topic: str, event: dict[str, Any]) -> int:
-        """Stamp the event with the device's next ``seq`` and queue it; returns the seq."""
+        """Stamp the event with the device's next ``seq``, persist it and queue it; returns the seq."""
         with self._lock:
             event["seq"] = self._seq.next()
-            self._queue.append(Message.json(topic, event, qos=1))
+            self._queue.append(self.outbox.add(Message.json(topic, event, qos=1), "event"))
         self._wake.set()
         return event["seq"]
+
+    def publish_snapshot(self, message: Message) -> None:
+        """Persist and queue a snapshot; past the snapshot quota the oldest unsent ones go."""
+        with self._lock:
+            self._queue.append(self.outbox.add(message, "snapshot"))
+            protected = {entry.row for entry in self._inflight.values() if entry.row is not None}
+            dropped = set(self.outbox.drop_oldest_snapshots(protected))
+            if dropped:
+                self._queue = deque(entry for entry in self._queue if entry.row not in dropped)
+                log.warning("outbox: snapshot quota reached; dropped %d old snapshot(s)", len(dropped))
+        self._wake.set()
 
     @property
     def connected(self) -> bool:
@@ -159,12 +167,13 @@ class MqttPublisher(threading.Thread):
     def close(self, timeout: float = 5.0) -> int:
         """Deliver what is queued (within ``timeout``), mark ``status`` offline, disconnect.
 
-        Returns how many messages were left undelivered.
+        Returns how many messages were left undelivered (durable ones stay in the outbox).
         """
         self._stop_deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
-        self.join(timeout + 2)
+        self.join(timeout + 3)
+        self.outbox.close()
         return self.pending
 
     # -- the publisher thread -----------------------------------------------------------
@@ -173,6 +182,7 @@ class MqttPublisher(threading.Thread):
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
         )
         client.connect_timeout = self.config.connect_timeout_s
+        client.max_inflight_messages_set(self.config.max_inflight)
         client.will_set(self.will_topic, b"offline", qos=1, retain=True)
         if self.config.username is not None:
             password = self.config.password.get_secret_value() if self.config.password else None
@@ -184,6 +194,7 @@ class MqttPublisher(threading.Thread):
 
     def run(self) -> None:
         while True:
+            self._flush_acks()
             if self._stopping.is_set() and (self._drained() or time.monotonic() > self._stop_deadline):
                 break
             if not self._socket_open:
@@ -198,10 +209,18 @@ class MqttPublisher(threading.Thread):
             rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
             if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
                 self._lost(f"network loop: {mqtt.error_string(rc)}")
+        self._flush_acks()
         self._say_goodbye()
 
     def _drained(self) -> bool:
         return self.pending == 0 or not self._connected
+
+    def _flush_acks(self) -> None:
+        """Delete acknowledged rows from the outbox: one transaction per batch."""
+        with self._lock:
+            rows, self._acked_rows = self._acked_rows, []
+        if rows:
+            self.outbox.delivered(rows)
 
     def _connect(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -246,7 +265,7 @@ class MqttPublisher(threading.Thread):
         self.stats.connects += 1
         log.info("MQTT connected to %s", where)
         for message in self.birth():
-            self._send(message)
+            self._send(Entry(message, "state", None))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._connected:
@@ -257,18 +276,22 @@ class MqttPublisher(threading.Thread):
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:
-            if self._inflight.pop(mid, None) is not None:
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
                 self.stats.acked += 1
+                if entry.row is not None:
+                    self._acked_rows.append(entry.row)
 
     def _send_queued(self) -> None:
         while self._connected:
             with self._lock:
-                if not self._queue:
+                if not self._queue or len(self._inflight) >= self.config.max_inflight:
                     return
-                message = self._queue.popleft()
-            self._send(message)
+                entry = self._queue.popleft()
+            self._send(entry)
 
-    def _send(self, message: Message) -> None:
+    def _send(self, entry: Entry) -> None:
+        message = entry.message
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain,
             properties=message.properties(),
@@ -276,7 +299,7 @@ class MqttPublisher(threading.Thread):
         self.stats.published += 1
         if message.qos > 0:
             with self._lock:
-                self._inflight[info.mid] = message
+                self._inflight[info.mid] = entry
         elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.stats.dropped_qos0 += 1
 
