@@ -43,16 +43,22 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class LocalBroker:
-    def __init__(self, port: int | None = None) -> None:
+    """``persistence=True`` keeps sessions and queued messages across :meth:`stop` / :meth:`start`."""
+
+    def __init__(self, port: int | None = None, *, persistence: bool = False) -> None:
         self.port = port or free_port()
+        self.persistence = persistence
         self.host = "127.0.0.1"
         self._dir = Path(tempfile.mkdtemp(prefix="edge-agent-broker-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LocalBroker:
         conf = self._dir / "mosquitto.conf"
+        persistence = (
+            f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n"
+        )
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             f"log_dest file {self._dir / 'mosquitto.log'}\n"
         )
         self.process = subprocess.Popen(

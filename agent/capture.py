@@ -87,7 +87,6 @@ class CaptureWorker(threading.Thread):
         self.t0 = time.monotonic()
 
     def run(self) -> None:
-        seq = 0
         generation = 0
         backoff = BACKOFF_START_S
         try:
@@ -106,52 +105,92 @@ class CaptureWorker(threading.Thread):
                 self.last_error = ""
                 self.on_status(self.camera.name, True, "")
                 log.info("camera %s: opened %s %s", self.camera.name, self.kind, self.camera.source)
-                try:
-                    seq, delivered = self._pump(source, seq, generation)
-                finally:
-                    source.close()
-                if delivered:
+                reader = Reader(self, source, generation)
+                reader.start()
+                stalled = self._watch(reader, source.live)
+                if reader.delivered:
                     backoff = BACKOFF_START_S
                 if self.stop.is_set():
                     break
-                if not source.live and not self.camera.loop:
+                if not source.live and not self.camera.loop and not stalled:
                     log.info("camera %s: end of %s", self.camera.name, self.kind)
                     self.ended = True
                     self._offline("end of source")
                     break
-                if source.live:
-                    self._offline("stream stopped delivering frames")
-                    log.warning("camera %s: lost the stream; reopening in %.0f s", self.camera.name, backoff)
+                if source.live or stalled:
+                    reason = stalled or "stream stopped delivering frames"
+                    self._offline(reason)
+                    log.warning("camera %s: %s; reopening in %.0f s", self.camera.name, reason, backoff)
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
             self.slot.close()
 
-    def _pump(self, source: FrameSource, seq: int, generation: int) -> tuple[int, bool]:
-        """Read until the source ends or fails; returns the next seq and whether any frame came."""
-        fps = self.camera.fps or source.fps or 10.0
-        pace = self.camera.realtime and not source.live
-        drop_stale = source.live or pace
-        started = time.monotonic()
-        index = 0
-        # Files and the synthetic scene run on their own clock (frame count / fps), which stays
-        # monotonic across loops and reopens; live sources on the wall's.
-        while not self.stop.is_set():
-            image = source.read()
-            if image is None:
-                return seq, index > 0
-            if pace:
-                delay = started + index / fps - time.monotonic()
-                if delay > 0:
-                    self.stop.wait(delay)
-            pts = time.monotonic() - self.t0 if source.live else seq / fps
-            frame = Frame(image=image, seq=seq, ts=time.time(), pts=pts, generation=generation)
-            self.slot.put(frame, drop_stale=drop_stale, stop=self.stop)
-            seq += 1
-            index += 1
-            self.frames_read += 1
-        return seq, index > 0
+    def _watch(self, reader: Reader, live: bool) -> str:
+        """Wait for the reader to finish; abandon it if a live source stalls.
+
+        OpenCV's ``read()`` can block for ever on a stream that stops sending without closing,
+        so the reader is not trusted to return: after ``stall_timeout_s`` without a frame it is
+        left behind (it drops whatever it reads later and closes its source) and the camera is
+        reopened. Returns the reason if it stalled, else "".
+        """
+        while reader.is_alive():
+            reader.join(0.2)
+            idle = time.monotonic() - reader.last_frame_at
+            if live and reader.is_alive() and idle > self.camera.stall_timeout_s and not self.stop.is_set():
+                reader.abandoned.set()
+                return f"no frame for {idle:.1f} s (stalled stream)"
+        return ""
+
+    @property
+    def next_seq(self) -> int:
+        return self.frames_read
 
     def _offline(self, reason: str) -> None:
         self.last_error = reason
         self.on_status(self.camera.name, False, reason)
+
+
+class Reader(threading.Thread):
+    """Reads one opened source into the slot until it ends, fails, or is abandoned."""
+
+    def __init__(self, worker: CaptureWorker, source: FrameSource, generation: int) -> None:
+        super().__init__(name=f"reader-{worker.camera.name}-{generation}", daemon=True)
+        self.worker = worker
+        self.source = source
+        self.generation = generation
+        self.abandoned = threading.Event()
+        self.last_frame_at = time.monotonic()
+        self.delivered = False
+
+    def run(self) -> None:
+        try:
+            self._pump()
+        finally:
+            self.source.close()
+
+    def _pump(self) -> None:
+        worker, source, camera = self.worker, self.source, self.worker.camera
+        fps = camera.fps or source.fps or 10.0
+        pace = camera.realtime and not source.live
+        drop_stale = source.live or pace
+        started = time.monotonic()
+        index = 0
+        while not worker.stop.is_set():
+            image = source.read()
+            if image is None or self.abandoned.is_set():
+                return
+            if pace:
+                delay = started + index / fps - time.monotonic()
+                if delay > 0:
+                    worker.stop.wait(delay)
+            seq = worker.next_seq
+            # Files and the synthetic scene run on their own clock (frame count / fps), which
+            # stays monotonic across loops and reopens; live sources on the wall's.
+            pts = time.monotonic() - worker.t0 if source.live else seq / fps
+            frame = Frame(image=image, seq=seq, ts=time.time(), pts=pts, generation=self.generation)
+            worker.slot.put(frame, drop_stale=drop_stale, stop=worker.stop)
+            worker.frames_read += 1
+            self.last_frame_at = time.monotonic()
+            self.delivered = True
+            index += 1

@@ -145,6 +145,8 @@ class CameraConfig(Strict):
     fps: PositiveFloat | None = None
     open_timeout_s: PositiveFloat = 10.0
     read_timeout_s: PositiveFloat = 10.0
+    #: A live source that delivers no frame for this long is reopened, even if its read hangs.
+    stall_timeout_s: PositiveFloat = 15.0
     synthetic: SyntheticConfig | None = None
     detector: DetectorConfig = DetectorConfig()
     calibration: CalibrationConfig = CalibrationConfig()

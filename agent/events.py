@@ -73,7 +73,8 @@ class EventReporter:
             event.best_image, event.best_region, event.best_ts = frame.image, region, frame.ts
             event.best_changed = True
         if transition is Transition.UPDATE:
-            self._report("update", score, region, frame.ts, frame.pts)
+            seq = self._report("update", score, region, frame.ts, frame.pts)
+            log.debug("event %s update on %s: score %.1f (seq %d)", event.id[:8], self.camera.name, score, seq)
         elif transition is Transition.END:
             self.close(frame.ts, frame.pts, score=score, reason="score fell below off_threshold")
 
@@ -85,10 +86,10 @@ class EventReporter:
         event = self.current
         if event is None:
             return
-        self._report("end", score, None, ts, pts, end_ts=ts, reason=reason)
+        seq = self._report("end", score, None, ts, pts, end_ts=ts, reason=reason)
         log.info(
-            "event %s end on %s: peak %.1f, %.1f s (%s)",
-            event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason,
+            "event %s end on %s: peak %.1f, %.1f s, %s (seq %d)",
+            event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason, seq,
         )
         self.current = None
 

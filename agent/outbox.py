@@ -188,6 +188,7 @@ class Outbox:
                     total += size
                     if total > self.snapshot_quota_bytes and row not in protected:
                         dropped.append(row)
+                dropped.reverse()  # oldest first
                 if dropped:
                     self._db.execute("BEGIN")
                     self._db.executemany("DELETE FROM outbox WHERE id = ?", [(row,) for row in dropped])
