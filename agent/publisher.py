@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 3600
 LOOP_TIMEOUT_S = 0.02
+ACK_FLUSH_S = 0.05
+ACK_FLUSH_ROWS = 500
 
 
 @dataclass
@@ -107,6 +109,7 @@ class MqttPublisher(threading.Thread):
             log.info("outbox: %d message(s) from before the restart will be sent first", len(self._queue))
         self._inflight: dict[int, Entry] = {}
         self._acked_rows: list[int] = []
+        self._last_flush = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_deadline = 0.0
@@ -209,18 +212,27 @@ class MqttPublisher(threading.Thread):
             rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
             if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
                 self._lost(f"network loop: {mqtt.error_string(rc)}")
-        self._flush_acks()
+        self._flush_acks(force=True)
         self._say_goodbye()
 
     def _drained(self) -> bool:
         return self.pending == 0 or not self._connected
 
-    def _flush_acks(self) -> None:
-        """Delete acknowledged rows from the outbox: one transaction per batch."""
+    def _flush_acks(self, *, force: bool = False) -> None:
+        """Delete acknowledged rows from the outbox, one transaction per batch.
+
+        Batches are flushed every ``ACK_FLUSH_S`` or ``ACK_FLUSH_ROWS`` rows, so a replayed backlog
+        costs a handful of disk syncs rather than one per message. A row whose deletion a power
+        cut undoes is sent again: a duplicate, never a loss.
+        """
+        now = time.monotonic()
         with self._lock:
+            due = force or len(self._acked_rows) >= ACK_FLUSH_ROWS or now - self._last_flush >= ACK_FLUSH_S
+            if not due or not self._acked_rows:
+                return
             rows, self._acked_rows = self._acked_rows, []
-        if rows:
-            self.outbox.delivered(rows)
+            self._last_flush = now
+        self.outbox.delivered(rows)
 
     def _connect(self) -> None:
         props = Properties(PacketTypes.CONNECT)
