@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -21,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
-from agent.sources.synthetic import SyntheticScene
+from agent.sources.synthetic import write_video
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,20 +139,9 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentProc
         agent.stop(signal.SIGKILL)
 
 
-def write_scene_video(path: Path, scene: SyntheticConfig, seconds: float, fps: float = 10.0) -> Path:
-    """Render the synthetic scene to a real video file (mp4v), as a camera recording would be."""
-    source = SyntheticScene(scene, fps=fps)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (scene.width, scene.height))
-    assert writer.isOpened()
-    for index in range(int(seconds * fps)):
-        writer.write(source.frame_at(index))
-    writer.release()
-    return path
-
-
 @pytest.fixture
 def scene_video(tmp_path: Path) -> Callable[..., Path]:
     def make(scene: SyntheticConfig, seconds: float, name: str = "scene.mp4") -> Path:
-        return write_scene_video(tmp_path / name, scene, seconds)
+        return write_video(tmp_path / name, scene, seconds)
 
     return make

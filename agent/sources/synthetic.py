@@ -10,6 +10,7 @@ walkway crossing a lawn. Normal: pedestrians walking along the walkway. Anomalou
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -116,3 +117,15 @@ class SyntheticScene:
 
     def close(self) -> None:
         pass
+
+
+def write_video(path: Path, config: SyntheticConfig, seconds: float, fps: float = 10.0) -> Path:
+    """Render the scene to a video file (mp4v), as a camera recording of it would be."""
+    scene = SyntheticScene(config, fps=fps)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (config.width, config.height))
+    if not writer.isOpened():
+        raise OSError(f"cannot write a video to {path}")
+    for index in range(int(seconds * fps)):
+        writer.write(scene.frame_at(index))
+    writer.release()
+    return path
