@@ -124,6 +124,28 @@ class CalibrationConfig(Strict):
     std_floor: float = Field(2.0, gt=0)
 
 
+class TamperConfig(Strict):
+    """Covered, defocused or blinded lens, or a camera turned away: ``tamper`` events."""
+
+    enabled: bool = True
+    #: Seconds of the first frames that make the scene's reference.
+    learn_s: PositiveFloat = 10.0
+    #: The reference follows a healthy scene with this time constant (dusk, dawn, weather).
+    adapt_s: PositiveFloat = 600.0
+    #: A tampered (or healed) look must last this long to start (or end) an event.
+    min_duration_s: float = Field(3.0, ge=0)
+    #: Covered: brightness and edge strength both below this fraction of the reference's.
+    covered_ratio: float = Field(0.35, gt=0, lt=1)
+    #: Defocused (blur, spray, fog): edge strength below this fraction of the reference's.
+    defocus_ratio: float = Field(0.45, gt=0, lt=1)
+    #: Moved: correlation with the reference image at or below this.
+    moved_correlation: float = Field(0.4, ge=-1, lt=1)
+    #: Blinded: mean brightness at or above this (0-255) and 1.5x the reference's, or this
+    #: fraction of pixels saturated.
+    blinded_brightness: float = Field(200.0, gt=0, le=255)
+    blinded_saturated: float = Field(0.5, gt=0, le=1)
+
+
 class SnapshotConfig(Strict):
     jpeg_quality: int = Field(85, ge=10, le=100)
     max_width: int = Field(1280, ge=64)
@@ -150,6 +172,7 @@ class CameraConfig(Strict):
     synthetic: SyntheticConfig | None = None
     detector: DetectorConfig = DetectorConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    tamper: TamperConfig = TamperConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
 
     @field_validator("source")

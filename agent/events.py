@@ -59,6 +59,8 @@ class EventReporter:
         self.config_version = config_version
         self.current: OpenEvent | None = None
         self.events_started = 0
+        self._tamper_id = ""
+        self._tamper_start = 0.0
 
     def observe(self, frame: Frame, score: float, region: Region, transition: Transition | None) -> None:
         """Feed every scored frame: keeps the event's best frame and reports transitions."""
@@ -92,6 +94,27 @@ class EventReporter:
             event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason, seq,
         )
         self.current = None
+
+    def tamper(self, kind: str, reason: str, frame: Frame) -> None:
+        """Report a tamper event's start or end (its own topic and id; no snapshot)."""
+        if kind == "start":
+            self._tamper_id, self._tamper_start = uuid.uuid4().hex, frame.ts
+        body: dict[str, Any] = {
+            "type": kind,
+            "kind": "tamper",
+            "id": self._tamper_id,
+            "seq": None,
+            "device": self.device_id,
+            "camera": self.camera.name,
+            "ts": frame.ts,
+            "start_ts": self._tamper_start,
+            "end_ts": frame.ts if kind == "end" else None,
+            "pts": frame.pts,
+            "reason": reason,
+            "config_version": self.config_version,
+        }
+        seq = self.publisher.publish_event(self.topics.tamper(self.camera.name), body)
+        log.warning("tamper %s %s on %s: %s (seq %d)", self._tamper_id[:8], kind, self.camera.name, reason, seq)
 
     def _start(self, frame: Frame, score: float, region: Region) -> None:
         self.current = OpenEvent(

@@ -100,12 +100,12 @@ class Listener:
             return
         root = f"{self.base}/{self.device}"
         client.subscribe([(f"{root}/status", 1), (f"{root}/+/status", 1), (f"{root}/+/event", 1),
-                          (f"{root}/+/snapshot", 1)])
+                          (f"{root}/+/tamper", 1), (f"{root}/+/snapshot", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         parts = message.topic.split("/")
         try:
-            if parts[-1] == "event":
+            if parts[-1] in ("event", "tamper"):
                 self._handle_event(message)
             elif parts[-1] == "snapshot":
                 self._handle_snapshot(parts[-3], parts[-2], message)
@@ -127,14 +127,17 @@ class Listener:
         if self.as_json:
             self._print(json.dumps(event))
         else:
-            region = event.get("region")
-            score = event.get("score")
-            score_text = "-" if score is None else f"{score:.1f}"
-            self._print(
-                f"{_now()}  {event['device'] + '/' + event['camera']:<24} {event['type'].upper():<6} "
-                f"id={event['id'][:8]} seq={event['seq']} score={score_text} peak={event['peak_score']:.1f} "
-                f"region={region} snapshot={event['snapshot']['bytes']}B"
-            )
+            who = f"{_now()}  {event['device'] + '/' + event['camera']:<24} {event['type'].upper():<6}"
+            if event.get("kind") == "tamper":
+                self._print(f"{who} TAMPER id={event['id'][:8]} seq={event['seq']} {event['reason']}")
+            else:
+                score = event.get("score")
+                score_text = "-" if score is None else f"{score:.1f}"
+                self._print(
+                    f"{who} id={event['id'][:8]} seq={event['seq']} score={score_text} "
+                    f"peak={event['peak_score']:.1f} region={event.get('region')} "
+                    f"snapshot={event['snapshot']['bytes']}B"
+                )
         if warning:
             self._print(f"{_now()}  {event['device']:<24} {warning}")
         if self.on_event is not None:

@@ -25,6 +25,7 @@ from agent.frames import Frame
 from agent.inference import StreamingModel
 from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
 from agent.stream import ModelStream
+from agent.tamper import TamperDetector
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class CameraPipeline(threading.Thread):
         self.stop = stop
         self.stream = ModelStream(model, camera.calibration.grid)
         self.detector = Detector(camera.detector)
+        self.tamper = TamperDetector(camera.tamper, camera.fps or 10.0) if camera.tamper.enabled else None
         self.times = StageTimes()
         self.frames_processed = 0
         self.last_score: float | None = None
@@ -170,6 +172,12 @@ class CameraPipeline(threading.Thread):
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
+        if self.tamper is not None:
+            change = self.tamper.update(frame.pts, self.stream.preprocess.small)
+            if change is not None:
+                self.reporter.tamper(*change, frame)
+            if self.tamper.reason is not None:
+                return  # the model sees a tampered view: no anomaly decisions, no calibration
         if anomaly_map is None:
             return
         if self._scorer is None:

@@ -32,5 +32,8 @@ class Topics:
     def event(self, camera: str) -> str:
         return f"{self.root}/{camera}/event"
 
+    def tamper(self, camera: str) -> str:
+        return f"{self.root}/{camera}/tamper"
+
     def snapshot(self, camera: str, *, clean: bool = False) -> str:
         return f"{self.root}/{camera}/snapshot" + ("/clean" if clean else "")
