@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     next_restart = started + args.restart_every
     with tqdm(total=int(duration), unit="s", desc="soak") as bar:
-        while (elapsed := time.monotonic() - started) < duration:
+        while time.monotonic() - started < duration:
             high_water = max(high_water, outbox_events(folder / "state" / "outbox.sqlite3"))
             if time.monotonic() >= next_restart:
                 broker.stop()

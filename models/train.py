@@ -16,7 +16,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -218,7 +217,6 @@ def convert(step_model, clips, float_runs, warmup, n_samples, seed, out_dir: Pat
     rng = np.random.default_rng(seed + 1)
     pool = [(ci, t) for ci, c in enumerate(clips) for t in range(warmup, len(c))]
     pick = [pool[i] for i in rng.choice(len(pool), min(n_samples, len(pool)), replace=False)]
-    ph, pw = H // pred_down, W // pred_down
 
     def rep():
         for k, (ci, t) in enumerate(pick):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -20,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
-from agent.sources.synthetic import write_video
+from agent.sources.synthetic import SyntheticScene, write_video
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,3 +147,51 @@ def scene_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(tmp_path / name, scene, seconds)
 
     return make
+
+
+class MjpegCamera:
+    """An IP camera on loopback: MJPEG over HTTP, ``frames`` frames of the synthetic scene per
+    connection, then (``stall_s`` > 0) the connection stays open with nothing more sent."""
+
+    def __init__(self, frames: int, stall_s: float = 0.0) -> None:
+        scene = SyntheticScene(SyntheticConfig(anomaly=None))
+        self.connections = 0
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                camera.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for index in range(frames):
+                    jpeg = cv2.imencode(".jpg", scene.frame_at(index))[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                    self.wfile.write(jpeg + b"\r\n")
+                self.wfile.flush()
+                time.sleep(stall_s)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mjpeg_camera() -> Iterator[Callable[..., MjpegCamera]]:
+    made: list[MjpegCamera] = []
+
+    def make(frames: int, stall_s: float = 0.0) -> MjpegCamera:
+        made.append(MjpegCamera(frames, stall_s))
+        return made[-1]
+
+    yield make
+    for camera in made:
+        camera.close()

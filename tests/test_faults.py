@@ -6,7 +6,6 @@ stops sending without closing, a SQLite database at its page limit) and is bound
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import signal
@@ -17,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -30,8 +28,7 @@ from agent.config import CameraConfig, MqttConfig, SyntheticConfig
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher, SeqCounter
-from agent.sources.synthetic import SyntheticScene
-from tests.conftest import AgentProcess
+from tests.conftest import AgentProcess, MjpegCamera
 
 #: A 30 s scene with a cyclist at 18 s, looped as fast as the agent can read it: one event a loop.
 LOOP_SCENE = SyntheticConfig(seed=21, anomaly={"kind": "fast", "start_s": 18.0, "duration_s": 4.0})
@@ -159,31 +156,11 @@ def test_sigterm_with_the_broker_away_stops_promptly_and_keeps_the_events(
     assert events >= len(seqs_in_log(agent))
 
 
-def test_a_stream_that_stops_sending_without_closing_is_reopened() -> None:
-    scene = SyntheticScene(SyntheticConfig(anomaly=None))
-    connections: list[int] = []
-
-    class StallingCamera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            connections.append(1)
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            for index in range(15):
-                jpeg = cv2.imencode(".jpg", scene.frame_at(index))[1].tobytes()
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
-                self.wfile.write(jpeg + b"\r\n")
-            self.wfile.flush()
-            time.sleep(30)  # the connection stays open, nothing more comes
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingCamera)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    camera = CameraConfig(name="cam", source=f"http://127.0.0.1:{server.server_address[1]}/video.mjpg",
-                          read_timeout_s=60, stall_timeout_s=2)
+def test_a_stream_that_stops_sending_without_closing_is_reopened(
+    mjpeg_camera: Callable[..., MjpegCamera],
+) -> None:
+    stalling = mjpeg_camera(frames=15, stall_s=30)  # the connection stays open, nothing more comes
+    camera = CameraConfig(name="cam", source=stalling.url, read_timeout_s=60, stall_timeout_s=2)
     slot, stop = FrameSlot(), threading.Event()
     statuses: list[tuple[bool, str]] = []
     worker = CaptureWorker(camera, slot, lambda n, online, why: statuses.append((online, why)), stop)
@@ -198,13 +175,12 @@ def test_a_stream_that_stops_sending_without_closing_is_reopened() -> None:
     finally:
         stop.set()
         worker.join(5)
-        server.shutdown()
     assert generations == {1, 2}
     assert time.monotonic() - started < 15
     assert statuses[0] == (True, "")
     offline = [why for online, why in statuses if not online]
     assert offline and "stalled stream" in offline[0]
-    assert len(connections) >= 2
+    assert stalling.connections >= 2
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources import describe_source, open_source
 from agent.sources.synthetic import SyntheticScene
+from tests.conftest import MjpegCamera
 
 
 def camera(source: str, **kwargs: object) -> CameraConfig:
@@ -173,40 +174,18 @@ def test_the_slot_hands_over_the_newest_frame_and_counts_stale_ones() -> None:
     assert slot.get(timeout=0.01) is None
 
 
-def test_a_network_stream_is_read_through_ffmpeg() -> None:
+def test_a_network_stream_is_read_through_ffmpeg(mjpeg_camera: Callable[..., MjpegCamera]) -> None:
     """An IP camera's MJPEG-over-HTTP stream, served from loopback, read by OpenCV's FFmpeg."""
-    import http.server
-
-    scene = SyntheticScene(SyntheticConfig(anomaly=None))
-
-    class MjpegCamera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            for index in range(20):
-                jpeg = cv2.imencode(".jpg", scene.frame_at(index))[1].tobytes()
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
-                self.wfile.write(jpeg + b"\r\n")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MjpegCamera)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
-        assert describe_source(url) == "stream"
-        source = open_source(camera(url, open_timeout_s=5, read_timeout_s=5))
-        assert source.live
-        frames = 0
-        while (image := source.read()) is not None:
-            assert image.shape == (240, 360, 3)
-            frames += 1
-        source.close()
-        assert frames == 20
-    finally:
-        server.shutdown()
+    url = mjpeg_camera(frames=20).url
+    assert describe_source(url) == "stream"
+    source = open_source(camera(url, open_timeout_s=5, read_timeout_s=5))
+    assert source.live
+    frames = 0
+    while (image := source.read()) is not None:
+        assert image.shape == (240, 360, 3)
+        frames += 1
+    source.close()
+    assert frames == 20
 
 
 def test_an_unreachable_stream_fails_within_its_open_timeout() -> None:
