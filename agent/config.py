@@ -69,6 +69,22 @@ class ModelConfig(Strict):
     #: ``null`` means the model shipped with the agent.
     path: Path | None = None
     num_threads: int = Field(1, ge=1, le=16)
+    #: Where inference runs (see :mod:`agent.delegates`): ``auto`` tries the Edge TPU, then GPU/NPU
+    #: delegates found on the box, then the CPU; or exactly ``cpu``, ``edgetpu``, ``gpu``,
+    #: ``external`` (``delegate_library`` names it). An accelerator that fails falls back to the CPU.
+    delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = "auto"
+    #: The delegate's shared library: required for ``external``; overrides the usual name otherwise.
+    delegate_library: str | None = None
+    #: Options handed to the delegate library (string keys and values, e.g. ``device: usb``).
+    delegate_options: dict[str, str] = Field(default_factory=dict)
+    #: How often a camera that fell back to the CPU tries its accelerator again.
+    reprobe_interval_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _external_needs_library(self) -> ModelConfig:
+        if self.delegate == "external" and not self.delegate_library:
+            raise ValueError("delegate 'external' needs delegate_library (the delegate's .so)")
+        return self
 
 
 class SyntheticAnomaly(Strict):

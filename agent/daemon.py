@@ -21,7 +21,7 @@ from agent.capture import CaptureWorker, FrameSlot
 from agent.config import AgentConfig, CameraConfig
 from agent.errors import UserError
 from agent.events import EventReporter
-from agent.inference import StreamingModel
+from agent.delegates import DelegatedModel
 from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
@@ -61,10 +61,7 @@ class Agent:
         self._status_lock = threading.Lock()
         # Load every camera's model before anything starts: a bad model is a clear error at once.
         enabled = [camera for camera in config.cameras if camera.enabled]
-        self.models = {
-            camera.name: StreamingModel(config.model.path, num_threads=config.model.num_threads)
-            for camera in enabled
-        }
+        self.models = {camera.name: DelegatedModel(config.model) for camera in enabled}
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -82,6 +79,8 @@ class Agent:
             ),
         )
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
+        for model in self.models.values():
+            model.on_change = lambda: self.publisher.publish(self._state_message())
         self._cpu_mark = (time.monotonic(), time.process_time())
 
     def _build_camera(self, camera: CameraConfig) -> CameraRuntime:
@@ -134,7 +133,7 @@ class Agent:
                 "name": any_model.info.name,
                 "sha256": any_model.info.sha256,
                 "runtime": any_model.info.runtime,
-                "delegate": "cpu (XNNPACK)",
+                "delegate": self.config.model.delegate,
                 "threads": self.config.model.num_threads,
             },
             "cameras": {
@@ -143,6 +142,7 @@ class Agent:
                     "reason": runtime.reason,
                     "calibrating": runtime.pipeline.calibrating,
                     "source": runtime.capture.kind,
+                    "inference": self.models[name].status,
                 }
                 for name, runtime in self.cameras.items()
             },

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,22 +29,29 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "ped2_cnn_gru_int8.tflite"
 
 
-def load_runtime() -> tuple[Any, str]:
-    """The ``Interpreter`` class of the best runtime installed, and that runtime's name."""
+def runtime_module() -> tuple[ModuleType, str]:
+    """The ``interpreter`` module of the best runtime installed (``Interpreter``,
+    ``load_delegate``), and that runtime's name."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter
 
-        return Interpreter, "ai-edge-litert"
+        return interpreter, "ai-edge-litert"
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+        from tflite_runtime import interpreter  # type: ignore[import-not-found]
 
-        return Interpreter, "tflite-runtime"
+        return interpreter, "tflite-runtime"
     except ImportError:
         raise ModelError(
             "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime on old boards)"
         ) from None
+
+
+def load_runtime() -> tuple[Any, str]:
+    """The ``Interpreter`` class of the best runtime installed, and that runtime's name."""
+    module, runtime = runtime_module()
+    return module.Interpreter, runtime
 
 
 @dataclass(frozen=True)
@@ -99,15 +108,20 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 class StreamingModel:
     """One interpreter (so one camera): ``step`` runs one frame and returns map and new state."""
 
-    def __init__(self, path: Path | None = None, *, num_threads: int = 1) -> None:
+    def __init__(self, path: Path | None = None, *, num_threads: int = 1, delegates: Sequence[Any] = ()) -> None:
+        """``delegates``: loaded TFLite delegates (see :mod:`agent.delegates`) to apply."""
         path = Path(path) if path is not None else DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         interpreter_class, runtime = load_runtime()
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            self._interpreter = interpreter_class(
+                model_path=str(path), num_threads=num_threads, experimental_delegates=list(delegates) or None
+            )
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
+            if delegates:
+                raise ModelError(f"{path} cannot be loaded with its delegate: {error}") from None
             raise ModelError(f"{path} is not a loadable TFLite model: {error}") from None
         sidecar = read_sidecar(path)
         self.info = ModelInfo(

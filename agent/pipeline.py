@@ -22,6 +22,7 @@ from agent.config import CameraConfig
 from agent.detector import Detector
 from agent.events import EventReporter
 from agent.frames import Frame
+from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
 from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
 from agent.stream import ModelStream
@@ -57,7 +58,7 @@ class CameraPipeline(threading.Thread):
         camera: CameraConfig,
         *,
         slot: FrameSlot,
-        model: StreamingModel,
+        model: StreamingModel | DelegatedModel,
         reporter: EventReporter,
         calibration_file: Path,
         stop: threading.Event,

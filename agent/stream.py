@@ -12,13 +12,14 @@ import time
 import numpy as np
 
 from agent.errors import ModelError
+from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
 from agent.scoring import error_map
 
 
 class ModelStream:
-    def __init__(self, model: StreamingModel, grid: tuple[int, int], *, warmup: int | None = None) -> None:
+    def __init__(self, model: StreamingModel | DelegatedModel, grid: tuple[int, int], *, warmup: int | None = None) -> None:
         height, width = model.pred_shape
         if height % grid[0] or width % grid[1]:
             raise ModelError(
