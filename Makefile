@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test venv mosquitto clean
+.PHONY: demo test test-tflite-runtime venv mosquitto clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,24 @@ demo: venv mosquitto
 
 test: venv mosquitto
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-tflite-runtime
+
+# The model and inference tests again on tflite-runtime 2.14 (old boards): its last release needs
+# numpy<2 and OpenCV <=4.11.0.86. The agent picks tflite-runtime when LiteRT is not installed.
+TFL_VENV := .venv-tflite-runtime
+TFL_TESTS := tests/test_model_artifact.py tests/test_pipeline.py tests/test_delegates.py
+
+$(TFL_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TFL_VENV)
+	$(TFL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TFL_VENV)/bin/python -m pip install --quiet -e '.[test]' 'tflite-runtime==2.14.0' 'numpy<2' \
+		'opencv-python-headless<=4.11.0.86'
+	$(TFL_VENV)/bin/python -m pip uninstall --quiet -y ai-edge-litert
+	@touch $@
+
+test-tflite-runtime: $(TFL_VENV)/.installed mosquitto
+	$(TFL_VENV)/bin/edge-agent version | grep -q 'runtime tflite-runtime'
+	$(TFL_VENV)/bin/python -m pytest -q $(TFL_TESTS)
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(TFL_VENV) demo-out .pytest_cache
