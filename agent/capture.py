@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from agent.config import CameraConfig
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+READ_TIMES_KEPT = 512
 
 
 class FrameSlot:
@@ -85,6 +87,8 @@ class CaptureWorker(threading.Thread):
         self.last_error = ""
         self.ended = False
         self.t0 = time.monotonic()
+        #: Seconds the source took to deliver each of the recent frames (decode), for benchmarks.
+        self.read_times: deque[float] = deque(maxlen=READ_TIMES_KEPT)
 
     def run(self) -> None:
         generation = 0
@@ -177,7 +181,9 @@ class Reader(threading.Thread):
         started = time.monotonic()
         index = 0
         while not worker.stop.is_set():
+            t0 = time.perf_counter()
             image = source.read()
+            worker.read_times.append(time.perf_counter() - t0)
             if image is None or self.abandoned.is_set():
                 return
             if pace:

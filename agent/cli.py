@@ -1,4 +1,4 @@
-"""``edge-agent``: run the agent, check a config, listen for alerts, run the demo."""
+"""``edge-agent``: run the agent, check a config, listen for alerts, run the demo, benchmark."""
 
 from __future__ import annotations
 
@@ -85,6 +85,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, out_dir=Path(args.out))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.bench import Options, format_report, run_bench
+
+    setup_logging("WARNING")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    report = run_bench(Options(
+        source=args.source, cameras=args.cameras, frames=args.frames, fps=args.fps, width=width,
+        height=height, delegate=args.delegate, threads=args.threads, progress=not args.no_progress,
+    ))
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from agent.inference import load_runtime
 
@@ -124,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")
     demo.add_argument("--out", default="demo-out", help="folder for snapshots and the agent log")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="measure the real pipeline on a file or the synthetic scene")
+    bench.add_argument("--source", default="synthetic", help="video file, folder or synthetic (default)")
+    bench.add_argument("--cameras", type=int, default=1, help="cameras on that source (default: 1)")
+    bench.add_argument("--frames", type=int, default=300, help="frames per camera (default: 300)")
+    bench.add_argument("--fps", type=float, default=0.0,
+                       help="pace each camera like a live one at this rate (default: 0, unpaced)")
+    bench.add_argument("--size", default="360x240", help="synthetic frame size WxH (default: 360x240)")
+    bench.add_argument("--delegate", default="auto", choices=["auto", "cpu", "edgetpu", "gpu"])
+    bench.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bench.set_defaults(func=cmd_bench)
 
     version = sub.add_parser("version", help="print the version and the TFLite runtime in use")
     version.set_defaults(func=cmd_version)

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,12 @@ STAGES = ("preprocess", "infer", "score", "report")
 LATENCY_WINDOW = 512
 
 
+def p50_p99(values: Iterable[float]) -> dict[str, float]:
+    """The median and 99th percentile of ``values`` (not empty), rounded for a JSON report."""
+    p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+
+
 class StageTimes:
     """Recent per-stage latencies in milliseconds, for the metrics topic."""
 
@@ -44,12 +51,7 @@ class StageTimes:
         self.samples[stage].append(seconds * 1000)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, values in self.samples.items():
-            if values:
-                p50, p99 = np.percentile(np.fromiter(values, float), [50, 99])
-                out[stage] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
-        return out
+        return {stage: p50_p99(values) for stage, values in self.samples.items() if values}
 
 
 class CameraPipeline(threading.Thread):
