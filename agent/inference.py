@@ -78,6 +78,17 @@ class Quant:
         return (values.astype(np.float32) - self.zero_point) * self.scale
 
 
+def byte_tables(state_out: Quant, state_in: Quant, pred: Quant) -> tuple[np.ndarray, np.ndarray] | None:
+    """For 8-bit outputs, requantizing the state and dequantizing the prediction are functions of
+    one byte: 256-entry tables indexed by the output's raw byte. ``None`` for other dtypes."""
+    if any(np.dtype(q.dtype).itemsize != 1 for q in (state_out, state_in, pred)):
+        return None
+    def raw(q: Quant) -> np.ndarray:
+        return np.arange(256, dtype=np.uint8).view(q.dtype)
+
+    return state_in.quantize(state_out.dequantize(raw(state_out))), pred.dequantize(raw(pred))
+
+
 @dataclass
 class ModelInfo:
     path: Path
@@ -163,6 +174,9 @@ class StreamingModel:
         self._state_shape = state_shape
         self._new_state_index = new_states[0]["index"]
         self._pred_index = preds[0]["index"]
+        self._tables = byte_tables(self.state_out_quant, self.state_in_quant, self.pred_quant)
+        self._state_out = np.empty(state_shape, self.state_in_quant.dtype)
+        self._pred_out = np.empty(self.pred_shape, np.float32)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -178,14 +192,23 @@ class StreamingModel:
 
         Returns the prediction of this frame (float, h x w, made before seeing it) and the next
         state, requantized to the state input's scale: the output's scale differs, so copying
-        the int8 tensor would drift.
+        the int8 tensor would drift. For 8-bit models both are buffers of this model that the
+        next call overwrites (the state is copied into the interpreter before that).
         """
         interpreter = self._interpreter
         interpreter.set_tensor(self._frame_index, frame)
         interpreter.set_tensor(self._state_index, state)
         interpreter.invoke()
-        new_state = self.state_in_quant.quantize(
-            self.state_out_quant.dequantize(interpreter.get_tensor(self._new_state_index))
-        )
-        pred = self.pred_quant.dequantize(interpreter.get_tensor(self._pred_index))
-        return pred.reshape(self.pred_shape), new_state
+        if self._tables is None:  # a float model
+            new_state = self.state_in_quant.quantize(
+                self.state_out_quant.dequantize(interpreter.get_tensor(self._new_state_index))
+            )
+            pred = self.pred_quant.dequantize(interpreter.get_tensor(self._pred_index))
+            return pred.reshape(self.pred_shape), new_state
+        state_table, pred_table = self._tables
+        # Views of the interpreter's outputs, read at once: nothing is allocated per frame.
+        raw_state = interpreter.tensor(self._new_state_index)().view(np.uint8)
+        raw_pred = interpreter.tensor(self._pred_index)().view(np.uint8)
+        np.take(state_table, raw_state, out=self._state_out)
+        np.take(pred_table, raw_pred.reshape(self.pred_shape), out=self._pred_out)
+        return self._pred_out, self._state_out
