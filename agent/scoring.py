@@ -18,11 +18,17 @@ from typing import Any
 import numpy as np
 
 
-def error_map(pred: np.ndarray, current: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Mean squared prediction error per cell of a ``grid`` (rows, cols) over the frame."""
+def error_map(
+    pred: np.ndarray, current: np.ndarray, grid: tuple[int, int], scratch: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean squared prediction error per cell of a ``grid`` (rows, cols) over the frame.
+
+    ``scratch``, shaped like ``current`` (float32), is reused for the squared error.
+    """
     rows, cols = grid
     height, width = current.shape
-    squared = np.square(pred - current)
+    squared = np.subtract(pred, current, out=scratch)
+    np.square(squared, out=squared)
     return squared.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
 
 

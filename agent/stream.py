@@ -32,6 +32,7 @@ class ModelStream:
             float(model.info.sidecar.get("input", {}).get("scale", 1 / 255)),
         )
         self.warmup = model.info.warmup_frames if warmup is None else warmup
+        self._squared_error = np.empty(model.pred_shape, np.float32)
         self.state = model.zero_state()
         self.since_reset = 0
         #: Seconds spent in the last call's preprocessing and inference.
@@ -47,7 +48,7 @@ class ModelStream:
         tensor = self.preprocess(image)
         t1 = time.perf_counter()
         pred, self.state = self.model.step(tensor, self.state)
-        anomaly_map = error_map(pred, self.preprocess.current, self.grid)
+        anomaly_map = error_map(pred, self.preprocess.current, self.grid, self._squared_error)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
         self.since_reset += 1
         return anomaly_map if self.since_reset > self.warmup else None
