@@ -63,6 +63,9 @@ class Options:
     height: int = 240
     delegate: str = "auto"
     threads: int = 1
+    #: Static-scene gating (cameras[].gating) on; people in the synthetic scene (0: a still one).
+    gating: bool = False
+    people: int = 6
     progress: bool = True
 
 
@@ -135,7 +138,8 @@ def camera_configs(options: Options) -> list[dict[str, Any]]:
         "loop": True,
         "realtime": options.fps > 0,
         "fps": options.fps or None,
-        "synthetic": {"width": options.width, "height": options.height, "seed": index,
+        "gating": {"enabled": options.gating},
+        "synthetic": {"width": options.width, "height": options.height, "seed": index, "people": options.people,
                       "anomaly": {"kind": "fast", "start_s": ANOMALY_AT_S, "duration_s": 2.0}},
         "calibration": {"frames": CALIBRATION_FRAMES},
         # Short cooldown: more events, so the event latency has a distribution.
@@ -300,6 +304,7 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         # The detector opens an event on the frame where the score has held for min_duration_s.
         "debounce_ms": config.cameras[0].detector.min_duration_s * 1000,
         "per_camera": cameras,
+        "model_skipped": sum(runtime.pipeline.stream.skipped for runtime in agent.cameras.values()),
     }
 
 
@@ -338,6 +343,8 @@ def run_bench(options: Options) -> dict[str, Any]:
         "source": options.source,
         "cameras": options.cameras,
         "paced_fps": options.fps or None,
+        "gating": options.gating,
+        "model_skipped": result.pop("model_skipped"),
         "frame_size": _frame_size(camera),
         "throughput_fps": result.pop("throughput_fps"),
         "decode_only_fps": round(decode_fps, 1),
@@ -364,7 +371,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['cameras']} camera(s), "
         + (f"paced at {report['paced_fps']} fps" if report["paced_fps"] else "unpaced (as fast as it goes)"),
         f"throughput     {report['throughput_fps']:9.1f} frames/s in all ({report['frames']} frames, "
-        f"{report['wall_s']} s)",
+        f"{report['wall_s']} s)" + (f"; gating skipped the model on {report['model_skipped']}" if report["gating"] else ""),
         f"decode only    {report['decode_only_fps']:9.1f} frames/s (one camera's source, alone)",
         f"invoke only    {report['invoke_only_fps']:9.1f} steps/s (the model alone)",
         f"per camera / ceiling  {report['ceiling_ratio'] or 'n/a (paced)'} (ceiling: the slower of the two above)",

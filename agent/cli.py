@@ -95,6 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(Options(
         source=args.source, cameras=args.cameras, frames=args.frames, fps=args.fps, width=width,
         height=height, delegate=args.delegate, threads=args.threads, progress=not args.no_progress,
+        gating=args.gating, people=args.people,
     ))
     print(json.dumps(report) if args.json else format_report(report))
     return 0
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="360x240", help="synthetic frame size WxH (default: 360x240)")
     bench.add_argument("--delegate", default="auto", choices=["auto", "cpu", "edgetpu", "gpu"])
     bench.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    bench.add_argument("--gating", action="store_true", help="static-scene gating on (cameras[].gating)")
+    bench.add_argument("--people", type=int, default=6, help="people in the synthetic scene (0: still)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bench.set_defaults(func=cmd_bench)

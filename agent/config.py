@@ -169,6 +169,17 @@ class SnapshotConfig(Strict):
     clean_copy: bool = False
 
 
+class GatingConfig(Strict):
+    """Fewer model runs on a static scene, to save power (see :mod:`agent.stream`)."""
+
+    enabled: bool = False
+    #: The scene counts as static while no point of the model-size frame (32x48) differs by more
+    #: than this many grey levels from the last frame the model saw (sensor noise is about 1).
+    motion_threshold: float = Field(4.0, gt=0, le=255)
+    #: On a static scene, the model runs on one frame in this many.
+    stride: int = Field(5, ge=2, le=100)
+
+
 class CameraConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     #: A video file, a folder of images, a V4L2 device (``0`` or ``/dev/video0``),
@@ -189,6 +200,7 @@ class CameraConfig(Strict):
     detector: DetectorConfig = DetectorConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     tamper: TamperConfig = TamperConfig()
+    gating: GatingConfig = GatingConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
 
     @field_validator("source")

@@ -82,6 +82,8 @@ class CameraPipeline(threading.Thread):
         self._generation = 0
         self._calibrator: Calibrator | None = None
         self._scorer = self._initial_scorer()
+        if self._scorer is not None:
+            self.stream.gate(camera.gating)
         self._last_frame: Frame | None = None
 
     @property
@@ -146,6 +148,7 @@ class CameraPipeline(threading.Thread):
             log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
                       self.calibration_file, error)
         self._scorer = CellScorer(stats, self.camera.calibration.std_floor)
+        self.stream.gate(self.camera.gating)  # calibration needed every frame; detection does not
         self._calibrator = None
         log.info("camera %s: calibrated on %d frames; detecting", self.camera.name, stats.frames)
 
@@ -171,7 +174,8 @@ class CameraPipeline(threading.Thread):
         anomaly_map = self.stream(frame.image)
         t2 = time.perf_counter()
         self.times.add("preprocess", self.stream.last_times[0])
-        self.times.add("infer", self.stream.last_times[1])
+        if not self.stream.skipped_last:
+            self.times.add("infer", self.stream.last_times[1])
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame

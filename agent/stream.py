@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from agent.config import GatingConfig
 from agent.errors import ModelError
 from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
@@ -19,7 +20,18 @@ from agent.scoring import error_map
 
 
 class ModelStream:
-    def __init__(self, model: StreamingModel | DelegatedModel, grid: tuple[int, int], *, warmup: int | None = None) -> None:
+    """``gating``: on a static scene run the model on one frame in ``stride`` only.
+
+    A skipped frame keeps the GRU state as it is, which stays consistent because the state
+    remembers the last frame the model saw and a frame is skipped only while it differs from that
+    one by less than ``motion_threshold`` everywhere: the next frame the model sees continues from
+    a state made on (nearly) the same picture. Any motion beyond that runs the model at once.
+    """
+
+    def __init__(
+        self, model: StreamingModel | DelegatedModel, grid: tuple[int, int], *, warmup: int | None = None,
+        gating: GatingConfig | None = None,
+    ) -> None:
         height, width = model.pred_shape
         if height % grid[0] or width % grid[1]:
             raise ModelError(
@@ -33,6 +45,14 @@ class ModelStream:
         )
         self.warmup = model.info.warmup_frames if warmup is None else warmup
         self._squared_error = np.empty(model.pred_shape, np.float32)
+        self.gating: GatingConfig | None = None
+        self.gate(gating)
+        self._seen = np.empty(model.pred_shape, np.float32)  # what the model saw last
+        self._motion = np.empty(model.pred_shape, np.float32)
+        self._since_invoke = 0
+        #: Whether the last call skipped the model (gating); frames skipped since the start.
+        self.skipped_last = False
+        self.skipped = 0
         self.state = model.zero_state()
         self.since_reset = 0
         #: Seconds spent in the last call's preprocessing and inference.
@@ -41,14 +61,37 @@ class ModelStream:
     def reset(self) -> None:
         self.state = self.model.zero_state()
         self.since_reset = 0
+        self._since_invoke = 0
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        """The frame's anomaly map, or ``None`` while the state warms up after a reset."""
+        """The frame's anomaly map, or ``None`` while the state warms up after a reset or when
+        gating skipped the model (``skipped_last``)."""
         t0 = time.perf_counter()
         tensor = self.preprocess(image)
         t1 = time.perf_counter()
+        self.since_reset += 1
+        self.skipped_last = self._static()
+        if self.skipped_last:
+            self._since_invoke += 1
+            self.skipped += 1
+            self.last_times = (t1 - t0, 0.0)
+            return None
+        self._since_invoke = 0
+        np.copyto(self._seen, self.preprocess.current)
         pred, self.state = self.model.step(tensor, self.state)
         anomaly_map = error_map(pred, self.preprocess.current, self.grid, self._squared_error)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
-        self.since_reset += 1
         return anomaly_map if self.since_reset > self.warmup else None
+
+    def gate(self, gating: GatingConfig | None) -> None:
+        """Turn gating on (if ``gating`` enables it) or off, from the next frame."""
+        self.gating = gating if gating is not None and gating.enabled else None
+
+    def _static(self) -> bool:
+        """Whether gating skips this frame: past warm-up, within the stride, nothing moved."""
+        gating = self.gating
+        if gating is None or self.since_reset <= self.warmup + 1 or self._since_invoke + 1 >= gating.stride:
+            return False
+        np.subtract(self.preprocess.current, self._seen, out=self._motion)
+        np.abs(self._motion, out=self._motion)
+        return float(self._motion.max()) < gating.motion_threshold * self.preprocess.pixel_scale

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from agent.config import CalibrationConfig, DetectorConfig
+from agent.config import GatingConfig
 from agent.inference import DEFAULT_MODEL, StreamingModel
 from agent.scoring import CellScorer, CellStats
 from agent.stream import ModelStream
@@ -53,7 +54,8 @@ def score_clip(stream: ModelStream, scorer: CellScorer, files: list[Path]) -> np
     for path in files:
         anomaly_map = stream(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
         if anomaly_map is None:
-            scores.append(0.0)
+            # Gating skipped the model: the agent's detector keeps its last smoothed score.
+            scores.append(smoothed if stream.skipped_last and smoothed is not None else 0.0)
             continue
         score = scorer(anomaly_map)[0]
         smoothed = score if smoothed is None else SMOOTHING * score + (1 - SMOOTHING) * smoothed
@@ -61,7 +63,7 @@ def score_clip(stream: ModelStream, scorer: CellScorer, files: list[Path]) -> np
     return np.asarray(scores)
 
 
-def evaluate(data: Path, model_path: Path, grid: tuple[int, int]) -> dict[str, float]:
+def evaluate(data: Path, model_path: Path, grid: tuple[int, int], gating: GatingConfig | None = None) -> dict[str, float]:
     labels_doc = json.loads((data / "testing" / "labels.json").read_text())["videos"]
     sidecar = StreamingModel(model_path).info.sidecar  # the float model shares the int8 one's
     cal = sidecar["calibration"]
@@ -70,7 +72,7 @@ def evaluate(data: Path, model_path: Path, grid: tuple[int, int]) -> dict[str, f
         model = StreamingModel(path)
         if list(cal["grid"]) != list(grid):
             raise SystemExit(f"the sidecar's statistics are for grid {cal['grid']}, not {list(grid)}")
-        stream = ModelStream(model, grid, warmup=int(sidecar["warmup_frames"]))
+        stream = ModelStream(model, grid, warmup=int(sidecar["warmup_frames"]), gating=gating)
         scorer = CellScorer(CellStats.from_json(cal), std_floor=STD_FLOOR)
         all_scores, all_labels = [], []
         for name, info in sorted(labels_doc.items()):
@@ -81,6 +83,7 @@ def evaluate(data: Path, model_path: Path, grid: tuple[int, int]) -> dict[str, f
             all_scores.append(score_clip(stream, scorer, files))
             all_labels.append(labels)
         results[tag] = roc_auc(np.concatenate(all_scores), np.concatenate(all_labels))
+        results[f"{tag}_skipped"] = stream.skipped / sum(len(scores) for scores in all_scores)
     return results
 
 
@@ -89,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ucsd-ped2"))
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--grid", type=int, nargs=2, default=(4, 6), metavar=("ROWS", "COLS"))
+    parser.add_argument("--gating", action="store_true",
+                        help="with the agent's default static-scene gating (cameras[].gating)")
     args = parser.parse_args(argv)
-    results = evaluate(args.data, args.model, tuple(args.grid))
+    gating = GatingConfig(enabled=True) if args.gating else None
+    results = evaluate(args.data, args.model, tuple(args.grid), gating)
     print(f"causal frame-level micro AUC, grid {args.grid[0]}x{args.grid[1]}: "
-          f"int8 {results['int8']:.4f}, float {results['float']:.4f}")
+          f"int8 {results['int8']:.4f}, float {results['float']:.4f}"
+          + (f"; model skipped on {results['int8_skipped']:.1%} of frames" if gating else ""))
     return 0
 
 
