@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.config import ModelConfig
 from agent.errors import ModelError
-from agent.inference import Quant, StreamingModel, runtime_module
+from agent.inference import ModelInfo, Quant, StreamingModel, runtime_module
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class DelegatedModel:
 
     # -- what the stream needs: the CPU model's interface (the accelerated one shares it) --
     @property
-    def info(self) -> Any:
+    def info(self) -> ModelInfo:
         return self.cpu.info
 
     @property
