@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,7 @@ DEVICE = "bench"
 CALIBRATION_FRAMES = 50
 ANOMALY_AT_S = 7.5
 SNAPSHOT_SAMPLES = 30
+FIRST_FRAME_TIMEOUT_S = 30.0
 INVOKE_SAMPLES = 2000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -182,8 +182,7 @@ def invoke_only_fps(config: AgentConfig) -> float:
     return timed_rate(INVOKE_SAMPLES, lambda _: model.step(frame, state))
 
 
-def snapshot_encode_ms(camera: CameraConfig) -> dict[str, float]:
-    """An event snapshot of a frame of the source: annotate and JPEG-encode, p50/p99 in ms."""
+def first_frame(camera: CameraConfig) -> np.ndarray:
     source = open_source(camera)
     try:
         image = source.read()
@@ -191,6 +190,11 @@ def snapshot_encode_ms(camera: CameraConfig) -> dict[str, float]:
         source.close()
     if image is None:
         raise SourceError(f"{camera.source} delivers no frame")
+    return image
+
+
+def snapshot_encode_ms(image: np.ndarray, camera: CameraConfig) -> dict[str, float]:
+    """An event snapshot of ``image``: annotate and JPEG-encode, p50/p99 in ms."""
     height, width = image.shape[:2]
     region = Region(width // 3, height // 3, width // 6, height // 4)
     times = []
@@ -245,7 +249,11 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         camera_cpu = CameraCpu(list(agent.cameras))
         agent.start()
         pipelines = [runtime.pipeline for runtime in agent.cameras.values()]
+        deadline = time.monotonic() + FIRST_FRAME_TIMEOUT_S
         while pipelines[0].frames_processed == 0 and pipelines[0].is_alive():
+            if time.monotonic() > deadline:
+                agent.shutdown()
+                raise UserError(f"no frame analysed within {FIRST_FRAME_TIMEOUT_S:.0f} s of starting")
             time.sleep(0.0005)
         first_inference = process_age_s()
         cold_start_s = first_inference - (t_agent - bench_t0)
@@ -332,11 +340,12 @@ def run_bench(options: Options) -> dict[str, Any]:
             "model": {"delegate": options.delegate, "num_threads": options.threads},
             "cameras": camera_configs(options),
         })
+        camera = config.cameras[0]
+        image = first_frame(camera)  # a source that does not open is an error now, not a hang
         result = run_agent(options, config, broker, bench_t0)
-    camera = config.cameras[0]
     decode_fps = decode_only_fps(camera, options.frames)
     invoke_fps = invoke_only_fps(config)
-    result["stages_ms"]["snapshot_encode"] = snapshot_encode_ms(camera)
+    result["stages_ms"]["snapshot_encode"] = snapshot_encode_ms(image, camera)
     ceiling = min(decode_fps, invoke_fps)
     per_camera_fps = result["throughput_fps"] / options.cameras
     return {
@@ -345,7 +354,7 @@ def run_bench(options: Options) -> dict[str, Any]:
         "paced_fps": options.fps or None,
         "gating": options.gating,
         "model_skipped": result.pop("model_skipped"),
-        "frame_size": _frame_size(camera),
+        "frame_size": [int(image.shape[1]), int(image.shape[0])],
         "throughput_fps": result.pop("throughput_fps"),
         "decode_only_fps": round(decode_fps, 1),
         "invoke_only_fps": round(invoke_fps, 1),
@@ -353,15 +362,6 @@ def run_bench(options: Options) -> dict[str, Any]:
         "ceiling_ratio": None if options.fps else round(per_camera_fps / ceiling, 3),
         **result,
     }
-
-
-def _frame_size(camera: CameraConfig) -> list[int]:
-    source = open_source(camera)
-    try:
-        image = source.read()
-    finally:
-        source.close()
-    return [] if image is None else [int(image.shape[1]), int(image.shape[0])]
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -91,7 +91,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from agent.bench import Options, format_report, run_bench
 
     setup_logging("WARNING")
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.cameras < 1 or args.frames < 1:
+        raise UserError("--cameras and --frames must be at least 1")
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must be WIDTHxHEIGHT, e.g. 1280x720, not {args.size!r}") from None
     report = run_bench(Options(
         source=args.source, cameras=args.cameras, frames=args.frames, fps=args.fps, width=width,
         height=height, delegate=args.delegate, threads=args.threads, progress=not args.no_progress,

@@ -27,3 +27,12 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
     # The synthetic cyclist comes by after calibration: one event, received by the subscriber.
     assert report["events"] >= 1
     assert report["event_latency_ms"]["p50"] > 0
+
+
+def test_a_source_that_does_not_open_is_an_error_not_a_hang(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "bench", "--source", str(tmp_path / "missing.mp4"), "--no-progress"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "video file not found" in result.stderr
