@@ -32,12 +32,24 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
+    from agent.config import parse_config, read_config_data
     from agent.daemon import Agent
+    from agent.errors import ConfigError
+    from agent.remote_config import ConfigStore
 
-    config = load_config(args.config)
-    setup_logging(args.log_level or config.log_level)
-    Agent(config).run_forever()
+    path = Path(args.config)
+    data = read_config_data(path)
+    file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
+    setup_logging(args.log_level or file_config.log_level)
+    store = ConfigStore(data, file_config.state_dir, path.resolve().parent)
+    try:
+        config = store.validate()
+    except ConfigError as error:
+        logging.getLogger("agent").error(
+            "the remote config changes (version %d) no longer fit %s, running on the file alone: %s",
+            store.version, path, "; ".join(error.problems))
+        config = file_config
+    Agent(config, store).run_forever()
     return 0
 
 

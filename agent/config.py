@@ -65,6 +65,16 @@ class OutboxConfig(Strict):
     event_high_water: int = Field(10_000, ge=1)
 
 
+class RemoteConfig(Strict):
+    """Configuration and commands over MQTT ({base}/{device}/config/set, .../command)."""
+
+    enabled: bool = True
+    #: Larger requests are rejected unread.
+    max_payload_bytes: int = Field(65536, ge=1024)
+    #: A changed or added camera must deliver a frame within this time, or the change is rolled back.
+    health_timeout_s: PositiveFloat = 10.0
+
+
 class ModelConfig(Strict):
     #: ``null`` means the model shipped with the agent.
     path: Path | None = None
@@ -217,6 +227,7 @@ class AgentConfig(Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    remote: RemoteConfig = RemoteConfig()
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
 
@@ -323,6 +334,11 @@ def parse_config(
 
 def load_config(path: Path | str, *, environ: dict[str, str] | None = None) -> AgentConfig:
     path = Path(path)
+    return parse_config(read_config_data(path), where=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+def read_config_data(path: Path) -> Any:
+    """The YAML file's data, unvalidated; raises :class:`ConfigError` if it cannot be read or parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -336,9 +352,7 @@ def load_config(path: Path | str, *, environ: dict[str, str] | None = None) -> A
         place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(str(path), [f"{place}invalid YAML: {problem}"]) from None
-    if data is None:
-        data = {}
-    return parse_config(data, where=str(path), base_dir=path.resolve().parent, environ=environ)
+    return {} if data is None else data
 
 
 def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:

@@ -14,11 +14,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import AgentConfig, CameraConfig
+from agent.control import RemoteControl
 from agent.errors import UserError
 from agent.events import EventReporter
 from agent.delegates import DelegatedModel
@@ -26,12 +28,16 @@ from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher, SeqCounter
+from agent.remote_config import ConfigStore
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
 
 STARTING = "starting"
-CONFIG_VERSION = 1  # remote configuration (versioned updates) is not built yet
+#: Keys that only a restart applies; a remote change to them is rejected with this reason.
+RESTART_ONLY = ("device_id", "state_dir", "log_level", "mqtt", "outbox", "remote", "model")
+#: Camera keys that change in place, keeping the camera's model state.
+HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 
 
 @dataclass
@@ -40,8 +46,24 @@ class CameraRuntime:
     slot: FrameSlot
     capture: CaptureWorker
     pipeline: CameraPipeline
+    stop: threading.Event
     online: bool = False
     reason: str = STARTING
+
+    def start(self) -> None:
+        self.pipeline.start()
+        self.capture.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        for thread in (self.capture, self.pipeline):
+            if thread.ident is not None:  # started
+                thread.join(timeout=2)
+
+    def update(self, camera: CameraConfig) -> None:
+        """Apply changes of :data:`HOT_CAMERA_KEYS` without touching the source or model state."""
+        self.config = camera
+        self.pipeline.reconfigure(camera)
 
 
 def rss_mb() -> float:
@@ -53,8 +75,10 @@ def rss_mb() -> float:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, store: ConfigStore | None = None) -> None:
         self.config = config
+        self.store = store
+        self._config_version = store.version if store is not None else 1
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         self.stop_event = threading.Event()
         self.started = time.monotonic()
@@ -66,6 +90,8 @@ class Agent:
             config.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"state_dir: cannot create {config.state_dir}: {error.strerror}") from None
+        self.control = RemoteControl(self, store) if store is not None and config.remote.enabled else None
+        control = self.control
         self.publisher = MqttPublisher(
             config.mqtt,
             client_id=config.mqtt.client_id or f"edge-agent-{config.device_id}",
@@ -77,7 +103,10 @@ class Agent:
                 snapshot_quota_bytes=int(config.outbox.snapshot_quota_mb * 2**20),
                 event_high_water=config.outbox.event_high_water,
             ),
+            subscriptions=(self.topics.config_set, self.topics.command) if control else (),
+            inbound=control.submit if control else None,
         )
+        # Replaced, never changed in place, so other threads can iterate over it safely.
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
         for model in self.models.values():
             model.on_change = lambda: self.publisher.publish(self._state_message())
@@ -86,21 +115,36 @@ class Agent:
     def _build_camera(self, camera: CameraConfig) -> CameraRuntime:
         model = self.models[camera.name]
         slot = FrameSlot()
+        stop = threading.Event()
         reporter = EventReporter(
             camera, device_id=self.config.device_id, topics=self.topics, publisher=self.publisher,
-            model=model.info, config_version=CONFIG_VERSION,
+            model=model.info, config_version=self._config_version,
         )
         pipeline = CameraPipeline(
             camera, slot=slot, model=model, reporter=reporter,
-            calibration_file=self.config.state_dir / "calibration" / f"{camera.name}.json",
-            stop=self.stop_event,
+            calibration_file=self.calibration_file(camera.name), stop=stop,
         )
-        capture = CaptureWorker(camera, slot, self._camera_status, self.stop_event)
-        return CameraRuntime(camera, slot, capture, pipeline)
+        capture = CaptureWorker(camera, slot, self._camera_status, stop)
+        return CameraRuntime(camera, slot, capture, pipeline, stop)
+
+    def calibration_file(self, camera: str) -> Path:
+        return self.config.state_dir / "calibration" / f"{camera}.json"
+
+    @property
+    def config_version(self) -> int:
+        return self._config_version
+
+    @config_version.setter
+    def config_version(self, version: int) -> None:
+        self._config_version = version
+        for runtime in self.cameras.values():
+            runtime.pipeline.reporter.config_version = version
 
     # -- status, state, metrics -----------------------------------------------------------
     def _camera_status(self, name: str, online: bool, reason: str) -> None:
-        runtime = self.cameras[name]
+        runtime = self.cameras.get(name)
+        if runtime is None:
+            return
         with self._status_lock:
             changed = runtime.online != online or runtime.reason == STARTING
             runtime.online, runtime.reason = online, reason
@@ -113,6 +157,8 @@ class Agent:
 
     def _birth_messages(self) -> list[Message]:
         messages = [Message(self.topics.status, b"online", retain=True), self._state_message()]
+        if self.control is not None:
+            messages.append(self.control.state_message())
         with self._status_lock:
             for name, runtime in self.cameras.items():
                 if runtime.reason == STARTING:
@@ -127,7 +173,7 @@ class Agent:
             "version": __version__,
             "device": self.config.device_id,
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "config_version": CONFIG_VERSION,
+            "config_version": self._config_version,
             "outbox_high_water": self.publisher.outbox.high_water,
             "model": None if any_model is None else {
                 "name": any_model.info.name,
@@ -192,10 +238,12 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self.publisher.start()
+        # Cameras first: requests queued for us at the broker arrive as soon as we connect.
         for runtime in self.cameras.values():
-            runtime.pipeline.start()
-            runtime.capture.start()
+            runtime.start()
+        if self.control is not None:
+            self.control.start()
+        self.publisher.start()
         log.info("agent %s started: device %s, %d camera(s), model %s (%s)", __version__,
                  self.config.device_id, len(self.cameras),
                  next(iter(self.models.values())).info.name if self.models else "-",
@@ -219,10 +267,101 @@ class Agent:
 
     def shutdown(self, timeout: float = 8.0) -> None:
         self.stop_event.set()
+        if self.control is not None:
+            self.control.stop()
         for runtime in self.cameras.values():
-            runtime.capture.join(timeout=2)
-            runtime.pipeline.join(timeout=2)
+            runtime.stop.set()
+        for runtime in self.cameras.values():
+            runtime.halt()
         left = self.publisher.close(timeout=timeout)
         if left:
             log.warning("stopped with %d message(s) not acknowledged by the broker", left)
         log.info("agent stopped")
+
+    # -- remote changes -------------------------------------------------------------------
+    def apply(self, new: AgentConfig) -> tuple[str, list[str]]:
+        """Apply ``new`` hot: ("applied", []), ("rejected", why) or ("rolled_back", why).
+
+        Cameras whose source-side settings change are restarted (their model state starts
+        afresh); cameras with only detector, snapshot or tamper changes are updated in place;
+        untouched cameras keep running undisturbed. A started camera must deliver a frame within
+        ``remote.health_timeout_s``, or everything goes back to the previous config.
+        """
+        frozen = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
+        if frozen:
+            return "rejected", [f"{key}: cannot be changed over MQTT; edit the config file and restart"
+                                for key in frozen]
+        old = self.config
+        try:
+            started = self._reconfigure(old, new)
+            problems = self._health_check(started, new.remote.health_timeout_s)
+        except UserError as error:  # e.g. the model cannot be loaded for a new camera
+            problems = [str(error)]
+        if problems:
+            self._reconfigure(new, old)
+            return "rolled_back", problems
+        self.config = new
+        return "applied", []
+
+    def _reconfigure(self, old: AgentConfig, new: AgentConfig) -> list[str]:
+        """Move the cameras from ``old`` to ``new``; returns the names (re)started."""
+        before = {c.name: c for c in old.cameras if c.enabled}
+        after = {c.name: c for c in new.cameras if c.enabled}
+        cameras = dict(self.cameras)
+        started = []
+        for name in before.keys() - after.keys():
+            cameras.pop(name).halt()
+            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
+            log.info("camera %s: removed", name)
+        for name, camera in after.items():
+            previous = before.get(name)
+            if previous == camera and name in cameras:
+                continue
+            changed = {k for k in CameraConfig.model_fields if getattr(previous, k, None) != getattr(camera, k)}
+            if previous is not None and name in cameras and changed <= HOT_CAMERA_KEYS:
+                cameras[name].update(camera)
+                log.info("camera %s: %s changed in place", name, ", ".join(sorted(changed)))
+                continue
+            if name in cameras:
+                cameras.pop(name).halt()
+            if name not in self.models:
+                self.models[name] = StreamingModel(new.model.path, num_threads=new.model.num_threads)
+            cameras[name] = self._build_camera(camera)
+            started.append(name)
+        self.cameras = cameras
+        for name in started:
+            cameras[name].start()
+        self.publisher.publish(self._state_message())
+        return started
+
+    def _health_check(self, names: list[str], timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        waiting = set(names)
+        while waiting and time.monotonic() < deadline:
+            waiting = {n for n in waiting if self.cameras[n].pipeline.frames_processed == 0}
+            time.sleep(0.1)
+        return [
+            f"cameras.{name}: no frame within {timeout:g} s"
+            + (f" ({self.cameras[name].capture.last_error})" if self.cameras[name].capture.last_error else "")
+            for name in sorted(waiting)
+        ]
+
+    def run_command(self, name: str, camera: str | None) -> list[str]:
+        """Carry out a remote command on one camera or all; returns the cameras it touched."""
+        targets = [camera] if camera is not None else list(self.cameras)
+        for target in targets:
+            runtime = self.cameras[target]
+            if name in ("arm", "disarm"):
+                runtime.pipeline.armed = name == "arm"
+            elif name == "snapshot":
+                runtime.pipeline.request_snapshot()
+            elif name in ("restart_camera", "recalibrate"):
+                if name == "recalibrate":
+                    runtime.halt()
+                    self.calibration_file(target).unlink(missing_ok=True)
+                cameras = dict(self.cameras)
+                cameras.pop(target).halt()
+                cameras[target] = self._build_camera(runtime.config)
+                self.cameras = cameras
+                cameras[target].start()
+        return targets

@@ -18,6 +18,8 @@ class Message:
     retain: bool = False
     user_properties: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    #: MQTT 5 correlation data, echoed on replies to a request that carried it.
+    correlation_data: bytes | None = None
 
     @classmethod
     def json(cls, topic: str, data: Any, *, qos: int = 1, retain: bool = False) -> Message:
@@ -25,9 +27,11 @@ class Message:
         return cls(topic, body, qos=qos, retain=retain, content_type="application/json")
 
     def properties(self) -> Properties | None:
-        if not self.user_properties and not self.content_type:
+        if not self.user_properties and not self.content_type and self.correlation_data is None:
             return None
         props = Properties(PacketTypes.PUBLISH)
+        if self.correlation_data is not None:
+            props.CorrelationData = self.correlation_data
         if self.content_type:
             props.ContentType = self.content_type
         if self.user_properties:

@@ -77,6 +77,9 @@ class CameraPipeline(threading.Thread):
         self.tamper = TamperDetector(camera.tamper, camera.fps or 10.0) if camera.tamper.enabled else None
         self.times = StageTimes()
         self.frames_processed = 0
+        #: Disarmed cameras keep analysing (state, calibration, tamper) but raise no anomaly event.
+        self.armed = True
+        self._snapshot_requested = threading.Event()
         self.last_score: float | None = None
         self.last_frame_at = 0.0
         self._generation = 0
@@ -90,6 +93,22 @@ class CameraPipeline(threading.Thread):
     def state(self) -> np.ndarray:
         """The model's recurrent state, as fed to the next frame."""
         return self.stream.state
+
+    def reconfigure(self, camera: CameraConfig) -> None:
+        """Take new detector, snapshot and tamper settings; the model state is kept."""
+        self.camera = camera
+        self.detector.config = camera.detector
+        self.reporter.camera = camera
+        if not camera.tamper.enabled:
+            self.tamper = None
+        elif self.tamper is None:
+            self.tamper = TamperDetector(camera.tamper, camera.fps or 10.0)
+        else:
+            self.tamper.config = camera.tamper
+
+    def request_snapshot(self) -> None:
+        """Publish the next frame as a snapshot (the ``snapshot`` command)."""
+        self._snapshot_requested.set()
 
     @property
     def calibrating(self) -> bool:
@@ -163,7 +182,7 @@ class CameraPipeline(threading.Thread):
             self.process(frame)
         last = self._last_frame
         if last is not None:
-            reason = "agent stopping" if self.stop.is_set() else "source ended"
+            reason = "camera stopped" if self.stop.is_set() else "source ended"
             self.reporter.close(last.ts, last.pts, reason=reason)
 
     def process(self, frame: Frame) -> None:
@@ -179,6 +198,9 @@ class CameraPipeline(threading.Thread):
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
+        if self._snapshot_requested.is_set():
+            self._snapshot_requested.clear()
+            self.reporter.publish_frame(frame)
         if self.tamper is not None:
             change = self.tamper.update(frame.pts, self.stream.preprocess.small)
             if change is not None:
@@ -189,6 +211,9 @@ class CameraPipeline(threading.Thread):
             return
         if self._scorer is None:
             self._calibrate(anomaly_map)
+            return
+        if not self.armed:
+            self.reporter.close(frame.ts, frame.pts, reason="camera disarmed")
             return
         score, cell = self._scorer(anomaly_map)
         decision = self.detector.update(frame.pts, score)

@@ -94,12 +94,16 @@ class MqttPublisher(threading.Thread):
         birth: Callable[[], list[Message]],
         seq: SeqCounter,
         outbox: Outbox,
+        subscriptions: tuple[str, ...] = (),
+        inbound: Callable[[mqtt.MQTTMessage], None] | None = None,
     ) -> None:
         super().__init__(name="mqtt-publisher", daemon=True)
         self.config = config
         self.will_topic = will_topic
         self.birth = birth
         self.outbox = outbox
+        self.subscriptions = subscriptions
+        self.inbound = inbound
         self.stats = PublisherStats()
         self._seq = seq
         self._lock = threading.Lock()
@@ -193,6 +197,7 @@ class MqttPublisher(threading.Thread):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def run(self) -> None:
@@ -278,6 +283,13 @@ class MqttPublisher(threading.Thread):
         log.info("MQTT connected to %s", where)
         for message in self.birth():
             self._send(Entry(message, "state", None))
+        if self.subscriptions:
+            client.subscribe([(topic, 1) for topic in self.subscriptions])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Hand requests to whoever handles them (quickly: this runs on the MQTT thread)."""
+        if self.inbound is not None:
+            self.inbound(message)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._connected:

@@ -26,6 +26,26 @@ class Topics:
     def metrics(self) -> str:
         return f"{self.root}/metrics"
 
+    @property
+    def config_set(self) -> str:
+        return f"{self.root}/config/set"
+
+    @property
+    def config_result(self) -> str:
+        return f"{self.root}/config/result"
+
+    @property
+    def config_state(self) -> str:
+        return f"{self.root}/config/state"
+
+    @property
+    def command(self) -> str:
+        return f"{self.root}/command"
+
+    @property
+    def command_result(self) -> str:
+        return f"{self.root}/command/result"
+
     def camera_status(self, camera: str) -> str:
         return f"{self.root}/{camera}/status"
 

@@ -1,0 +1,122 @@
+"""The control plane: ``config/set`` and ``command`` requests, handled off the MQTT thread.
+
+A config request goes parse -> size limit -> expected_version -> merge -> validate (the same
+schema as the file) -> apply (hot, per camera) -> health check -> persist -> acknowledge; a failed
+apply or health check is rolled back to the last-known-good config before the answer
+(``rolled_back``). Every request gets exactly one answer on ``config/result`` (or
+``command/result``), and on the MQTT 5 response topic with its correlation data when it has them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from agent.errors import ConfigError, UserError
+from agent.messages import Message
+from agent.remote_config import ConfigStore, parse_request, redact, to_patch_form
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("snapshot", "arm", "disarm", "restart_camera", "recalibrate")
+
+
+class RemoteControl(threading.Thread):
+    def __init__(self, agent: Agent, store: ConfigStore) -> None:
+        super().__init__(name="remote-control", daemon=True)
+        self.agent = agent
+        self.store = store
+        self.requests: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100)
+
+    def submit(self, message: mqtt.MQTTMessage) -> None:
+        """Called on the MQTT thread: queue the request; a flood beyond 100 waiting is dropped."""
+        try:
+            self.requests.put_nowait(message)
+        except queue.Full:
+            log.warning("remote control: too many requests waiting; dropped one on %s", message.topic)
+
+    def stop(self) -> None:
+        self.requests.put(None)
+
+    def run(self) -> None:
+        while (message := self.requests.get()) is not None:
+            topics = self.agent.topics
+            try:
+                if message.topic == topics.config_set:
+                    answer = self.configure(message.payload)
+                    self._reply(topics.config_result, answer, message)
+                elif message.topic == topics.command:
+                    self._reply(topics.command_result, self.command(message.payload), message)
+            except Exception:  # noqa: BLE001 - one bad request must not stop the control plane
+                log.exception("remote control: request on %s failed", message.topic)
+
+    # -- configuration --------------------------------------------------------------------
+    def configure(self, payload: bytes) -> dict[str, Any]:
+        limit = self.agent.config.remote.max_payload_bytes
+        request_id = None
+        try:
+            patch, request_id, expected = parse_request(payload, limit)
+            if expected is not None and expected != self.store.version:
+                raise ConfigError("request", [
+                    f"expected_version: {expected}, but the config is at version {self.store.version}"
+                ])
+            new = self.store.validate(patch)
+        except ConfigError as error:
+            log.warning("config change %s rejected: %s", request_id or "-", "; ".join(error.problems))
+            return self._answer(request_id, "rejected", error.problems)
+        status, problems = self.agent.apply(new)
+        if status != "applied":
+            log.warning("config change %s %s: %s", request_id or "-", status, "; ".join(problems))
+            return self._answer(request_id, status, problems)
+        self.agent.config_version = self.store.commit(patch)
+        log.info("config change %s applied: version %d", request_id or "-", self.store.version)
+        self.agent.publisher.publish(self.state_message())
+        return self._answer(request_id, "applied", [])
+
+    def _answer(self, request_id: str | None, status: str, errors: list[str]) -> dict[str, Any]:
+        return {"request_id": request_id, "status": status, "version": self.store.version, "errors": errors}
+
+    def state_message(self) -> Message:
+        """The effective config (secrets redacted) and its version, for ``config/state``."""
+        data = to_patch_form(self.agent.config.model_dump(mode="json"))
+        body = {"version": self.store.version, "config": redact(data)}
+        return Message.json(self.agent.topics.config_state, body, retain=True)
+
+    # -- commands -------------------------------------------------------------------------
+    def command(self, payload: bytes) -> dict[str, Any]:
+        request_id = None
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise UserError("expected a JSON object")
+            request_id = body.get("request_id")
+            name, camera = body.get("command"), body.get("camera")
+            if name not in COMMANDS:
+                raise UserError(f"command: must be one of {', '.join(COMMANDS)}")
+            if camera is not None and camera not in self.agent.cameras:
+                raise UserError(f"camera: no camera named {camera!r}")
+            done = self.agent.run_command(name, camera)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return {"request_id": None, "status": "rejected", "errors": [f"(payload): not JSON: {error}"]}
+        except UserError as error:
+            return {"request_id": request_id, "status": "rejected", "errors": [str(error)]}
+        log.info("command %s (%s) done for %s", name, request_id or "-", ", ".join(done) or "no camera")
+        return {"request_id": request_id, "status": "done", "command": name, "cameras": done}
+
+    def _reply(self, topic: str, answer: dict[str, Any], request: mqtt.MQTTMessage) -> None:
+        publisher = self.agent.publisher
+        publisher.publish(Message.json(topic, answer))
+        props = request.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        if response_topic:
+            reply = Message.json(response_topic, answer)
+            reply.correlation_data = getattr(props, "CorrelationData", None)
+            publisher.publish(reply)

@@ -1,0 +1,230 @@
+"""Remote configuration and commands: validated, versioned, acknowledged, persisted, rolled back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.broker import LocalBroker
+from agent.errors import ConfigError
+from agent.remote_config import ConfigStore, compose_patches, merge_patch, parse_request
+from tests.conftest import AgentProcess, Subscriber
+
+# -- the patch mechanics ------------------------------------------------------------------
+
+RFC7386_EXAMPLES = [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+]
+
+
+@pytest.mark.parametrize(("target", "patch", "expected"), RFC7386_EXAMPLES)
+def test_merge_patch_follows_the_rfc_examples(target: Any, patch: Any, expected: Any) -> None:
+    assert merge_patch(target, patch) == expected
+
+
+def test_composed_patches_act_like_applying_them_in_turn() -> None:
+    target = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
+    first, second = {"b": {"c": None, "x": 1}, "e": None}, {"b": {"c": 5}, "a": None, "e": [2]}
+    assert merge_patch(target, compose_patches(first, second)) == merge_patch(merge_patch(target, first), second)
+
+
+def test_requests_are_checked_before_anything_else() -> None:
+    with pytest.raises(ConfigError, match="more than the limit"):
+        parse_request(b"{" + b" " * 2000 + b"}", limit=1024)
+    with pytest.raises(ConfigError, match="not JSON"):
+        parse_request(b"{nope", limit=1024)
+    with pytest.raises(ConfigError) as caught:
+        parse_request(b'{"request_id": 5, "expected_version": "2"}', limit=1024)
+    assert caught.value.problems == ["request_id: must be a string", "expected_version: must be an integer"]
+    assert parse_request(b'{"request_id": "r", "log_level": "DEBUG"}', 1024) == ({"log_level": "DEBUG"}, "r", None)
+
+
+def test_the_store_persists_versions_that_only_rise_and_survives_a_torn_file(tmp_path: Path) -> None:
+    data = {"state_dir": str(tmp_path), "cameras": [{"name": "a", "source": "synthetic"}]}
+    store = ConfigStore(data, tmp_path, None)
+    assert store.version == 1
+    store.commit({"cameras": {"a": {"fps": 5}}})
+    store.commit({"cameras": {"b": {"source": "0"}}})
+    again = ConfigStore(data, tmp_path, None)
+    assert again.version == 3
+    config = again.validate()
+    assert [(c.name, c.fps) for c in config.cameras] == [("a", 5.0), ("b", None)]
+    (tmp_path / "remote-config.json").write_text('{"version": 3, "pat')  # torn by a crash
+    assert ConfigStore(data, tmp_path, None).version == 2  # the last-known-good copy
+
+
+def test_a_camera_is_removed_by_name(tmp_path: Path) -> None:
+    data = {"cameras": [{"name": "a", "source": "synthetic"}, {"name": "b", "source": "0"}]}
+    store = ConfigStore(data, tmp_path, None)
+    assert [c.name for c in store.validate({"cameras": {"a": None}}).cameras] == ["b"]
+
+
+# -- against the running agent --------------------------------------------------------------
+
+DEVICE = "remote"
+
+
+def camera(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "source": "synthetic", "fps": 10, "calibration": {"frames": 20},
+            "synthetic": {"anomaly": None}, **extra}
+
+
+class Operator:
+    """Sends requests to the agent and reads its answers, like a fleet tool would."""
+
+    def __init__(self, sub: Subscriber) -> None:
+        self.sub = sub
+
+    def request(self, topic: str, body: Any, *, timeout: float = 30, props: Properties | None = None) -> dict[str, Any]:
+        results = f"edge/{DEVICE}/{topic}/result" if topic != "command" else f"edge/{DEVICE}/command/result"
+        before = len(self.sub.on(results))
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.sub.client.publish(f"edge/{DEVICE}/{topic}" + ("/set" if topic == "config" else ""), payload,
+                                qos=1, properties=props)
+        assert self.sub.wait_for(lambda: len(self.sub.on(results)) > before, timeout), "no answer"
+        return json.loads(self.sub.on(results)[-1].payload)
+
+    def config_state(self) -> dict[str, Any]:
+        return json.loads(self.sub.on(f"{DEVICE}/config/state")[-1].payload)
+
+
+@pytest.fixture
+def operator(
+    broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
+) -> Callable[[], tuple[Operator, AgentProcess]]:
+    def start() -> tuple[Operator, AgentProcess]:
+        sub = subscribe([f"edge/{DEVICE}/#", "replies/#"])
+        agent = start_agent({
+            "device_id": DEVICE, "state_dir": str(tmp_path / "state"),
+            "mqtt": {"port": broker.port, "username": "operator-box", "password": "s3cret-pw"},
+            "remote": {"health_timeout_s": 4},
+            "cameras": [camera("cam")],
+        })
+        assert sub.wait_for(lambda: bool(sub.on(f"{DEVICE}/config/state")), 20), agent.log
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("cam/status")][-1:] == [b"online"], 20)
+        return Operator(sub), agent
+
+    return start
+
+
+def test_a_threshold_change_is_applied_in_place_acknowledged_and_persisted(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    assert op.config_state()["version"] == 1
+    answer = op.request("config", {"request_id": "r1", "expected_version": 1,
+                                   "cameras": {"cam": {"detector": {"on_threshold": 9}}}})
+    assert answer == {"request_id": "r1", "status": "applied", "version": 2, "errors": []}
+    assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
+    state = op.config_state()
+    assert state["config"]["cameras"]["cam"]["detector"]["on_threshold"] == 9
+    assert "s3cret-pw" not in op.sub.on(f"{DEVICE}/config/state")[-1].payload.decode()
+    assert "s3cret-pw" not in agent.log
+    assert "camera cam: detector changed in place" in agent.log
+    assert agent.log.count("camera cam: opened") == 1  # the camera and its model state kept running
+    assert agent.stop() == 0
+
+
+def test_bad_requests_are_rejected_with_their_key_paths(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    stale = op.request("config", {"request_id": "s", "expected_version": 7, "log_level": "DEBUG"})
+    assert stale["status"] == "rejected" and stale["errors"] == [
+        "expected_version: 7, but the config is at version 1"]
+    wrong = op.request("config", {"cameras": {"cam": {"detector": {"on_treshold": 2, "smoothing": 3}}}})
+    assert wrong["status"] == "rejected"
+    assert "cameras[0].detector.smoothing: must be <= 1" in wrong["errors"]
+    assert any(e.startswith("cameras[0].detector.on_treshold: unknown key; did you mean 'on_threshold'?")
+               for e in wrong["errors"])
+    frozen = op.request("config", {"mqtt": {"port": 1}})
+    assert frozen["errors"] == ["mqtt: cannot be changed over MQTT; edit the config file and restart"]
+    garbage = op.request("config", b"\xff not json")
+    assert garbage["status"] == "rejected" and "not JSON" in garbage["errors"][0]
+    assert op.config_state()["version"] == 1
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+def test_a_camera_that_cannot_start_is_rolled_back(
+    operator: Callable[[], tuple[Operator, AgentProcess]], tmp_path: Path,
+) -> None:
+    op, agent = operator()
+    missing = tmp_path / "nowhere.mp4"
+    answer = op.request("config", {"request_id": "add", "cameras": {"gate": {"source": str(missing)}}})
+    assert answer["status"] == "rolled_back" and answer["version"] == 1
+    assert answer["errors"] == [f"cameras.gate: no frame within 4 s (video file not found: {missing})"]
+    state = json.loads(op.sub.on(f"{DEVICE}/state")[-1].payload)
+    assert list(state["cameras"]) == ["cam"]
+    assert agent.stop() == 0
+
+
+def test_cameras_are_added_and_removed_and_the_change_survives_a_restart(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    added = op.request("config", {"cameras": {"yard": camera("yard")}})
+    assert added["status"] == "applied" and added["version"] == 2
+    assert op.sub.wait_for(lambda: [m.payload for m in op.sub.on("yard/status")][-1:] == [b"online"], 10)
+    assert agent.log.count("camera cam: opened") == 1  # the other camera was not disturbed
+    assert agent.stop() == 0
+
+    op2, again = operator()
+    assert op2.config_state()["version"] == 2
+    assert set(op2.config_state()["config"]["cameras"]) == {"cam", "yard"}
+    removed = op2.request("config", {"expected_version": 2, "cameras": {"yard": None}})
+    assert removed["status"] == "applied" and removed["version"] == 3
+    assert op2.sub.wait_for(lambda: op2.sub.on("yard/status")[-1].payload == b"", 10)
+    assert again.stop() == 0
+
+
+def test_answers_go_to_the_mqtt5_response_topic_with_the_correlation_data(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/fleet-tool"
+    props.CorrelationData = b"req-42"
+    op.request("config", {"log_level": "INFO"}, props=props)
+    assert op.sub.wait_for(lambda: bool(op.sub.on("replies/fleet-tool")), 10)
+    reply = op.sub.on("replies/fleet-tool")[-1]
+    assert reply.properties.CorrelationData == b"req-42"
+    assert json.loads(reply.payload)["status"] == "applied"
+    assert agent.stop() == 0
+
+
+def test_commands_are_carried_out_and_acknowledged(operator: Callable[[], tuple[Operator, AgentProcess]]) -> None:
+    op, agent = operator()
+    assert op.request("command", {"command": "disarm", "request_id": "c1"}) == {
+        "request_id": "c1", "status": "done", "command": "disarm", "cameras": ["cam"]}
+    assert op.request("command", {"command": "arm", "camera": "cam"})["status"] == "done"
+    assert op.request("command", {"command": "snapshot", "camera": "cam"})["status"] == "done"
+    assert op.sub.wait_for(lambda: any(dict(m.properties.UserProperty)["event_id"].startswith("manual-")
+                                       for m in op.sub.on("cam/snapshot")), 10)
+    assert op.request("command", {"command": "restart_camera", "camera": "cam"})["status"] == "done"
+    assert op.sub.wait_for(lambda: agent.log.count("camera cam: opened") == 2, 10)
+    unknown = op.request("command", {"command": "self_destruct"})
+    assert unknown["status"] == "rejected" and unknown["errors"][0].startswith("command: must be one of")
+    nobody = op.request("command", {"command": "arm", "camera": "nobody"})
+    assert nobody["errors"] == ["camera: no camera named 'nobody'"]
+    assert agent.stop() == 0
