@@ -91,6 +91,39 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.operator import OperatorClient, diff, local_patch_form
+
+    local = local_patch_form(Path(args.file)) if args.action == "diff" else None
+    patch = None
+    if args.action == "set":
+        try:
+            patch = json.loads(args.patch)
+        except json.JSONDecodeError as error:
+            raise UserError(f"PATCH is not JSON: {error}") from None
+        if not isinstance(patch, dict):
+            raise UserError("PATCH must be a JSON object, e.g. '{\"log_level\": \"DEBUG\"}'")
+    client = OperatorClient(args.host, args.port, args.base, args.device, args.timeout)
+    try:
+        if args.action == "set":
+            assert patch is not None
+            answer = client.set(patch, args.expected_version)
+            print(json.dumps(answer, indent=2))
+            return 0 if answer.get("status") == "applied" else 1
+        state = client.get()
+        if args.action == "get":
+            print(json.dumps(state, indent=2))
+            return 0
+        assert local is not None
+        lines = diff(state["config"], local)
+        print("\n".join(lines) if lines else f"no difference from {args.file} (device at version {state['version']})")
+        return 0
+    finally:
+        client.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -152,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--timeout", type=float, help="exit after this many seconds")
     listen.add_argument("--json", action="store_true", help="print each event as one JSON line")
     listen.set_defaults(func=cmd_listen)
+
+    config = sub.add_parser("config", help="an operator's get/set/diff of a device's config over MQTT")
+    config.add_argument("action", choices=["get", "set", "diff"])
+    config.add_argument("device", help="the device id")
+    config.add_argument("patch", nargs="?", help="set: a JSON merge patch; diff: ignored")
+    config.add_argument("--file", default="config.yaml", help="diff: the local config file (default config.yaml)")
+    config.add_argument("--expected-version", type=int, help="set: fail if the device is not at this version")
+    config.add_argument("--host", default="127.0.0.1")
+    config.add_argument("--port", type=int, default=1883)
+    config.add_argument("--base", default="edge", help="base topic (default: edge)")
+    config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device")
+    config.set_defaults(func=cmd_config)
 
     demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")

@@ -228,3 +228,34 @@ def test_commands_are_carried_out_and_acknowledged(operator: Callable[[], tuple[
     nobody = op.request("command", {"command": "arm", "camera": "nobody"})
     assert nobody["errors"] == ["camera: no camera named 'nobody'"]
     assert agent.stop() == 0
+
+
+def test_the_operator_cli_gets_sets_and_diffs_a_device_config(
+    operator: Callable[[], tuple[Operator, AgentProcess]], broker: LocalBroker, tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    op, agent = operator()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent", "config", *args, "--port", str(broker.port),
+                               "--timeout", "15"], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+    got = cli("get", DEVICE)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["version"] == 1
+    applied = cli("set", DEVICE, '{"cameras": {"cam": {"detector": {"cooldown_s": 9}}}}', "--expected-version", "1")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert json.loads(applied.stdout)["status"] == "applied"
+    refused = cli("set", DEVICE, '{"cameras": {"cam": {"fps": -1}}}')
+    assert refused.returncode == 1 and "cameras[0].fps: must be > 0" in refused.stdout
+    local = tmp_path / "mine.yaml"
+    local.write_text("cameras:\n- name: cam\n  detector: {cooldown_s: 5}\n")
+    assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
+    diffed = cli("diff", DEVICE, "--file", str(local))
+    assert diffed.returncode == 0, diffed.stderr
+    assert "cameras.cam.detector.cooldown_s: 9.0 on the device, 5 in the file" in diffed.stdout
+    assert agent.stop() == 0
