@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = read_config_data(path)
     file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
     setup_logging(args.log_level or file_config.log_level)
-    store = ConfigStore(data, file_config.state_dir, path.resolve().parent)
+    store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
     try:
         config = store.validate()
     except ConfigError as error:

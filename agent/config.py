@@ -223,6 +223,8 @@ class CameraConfig(Strict):
 
 class AgentConfig(Strict):
     device_id: str = Field("edge-1", pattern=NAME_PATTERN)
+    #: Fleet groups this device takes config patches from ({base}/groups/{group}/config/set).
+    groups: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
     state_dir: Path = Path("state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mqtt: MqttConfig = MqttConfig()

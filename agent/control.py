@@ -50,8 +50,9 @@ class RemoteControl(threading.Thread):
         while (message := self.requests.get()) is not None:
             topics = self.agent.topics
             try:
-                if message.topic == topics.config_set:
-                    answer = self.configure(message.payload)
+                group = next((g for g in self.store.groups if message.topic == topics.group_config_set(g)), None)
+                if message.topic == topics.config_set or group is not None:
+                    answer = self.configure(message.payload, group)
                     self._reply(topics.config_result, answer, message)
                 elif message.topic == topics.command:
                     self._reply(topics.command_result, self.command(message.payload), message)
@@ -59,7 +60,8 @@ class RemoteControl(threading.Thread):
                 log.exception("remote control: request on %s failed", message.topic)
 
     # -- configuration --------------------------------------------------------------------
-    def configure(self, payload: bytes) -> dict[str, Any]:
+    def configure(self, payload: bytes, group: str | None = None) -> dict[str, Any]:
+        """Handle one config patch, for the device itself or for one of its ``group``s."""
         limit = self.agent.config.remote.max_payload_bytes
         request_id = None
         try:
@@ -68,7 +70,7 @@ class RemoteControl(threading.Thread):
                 raise ConfigError("request", [
                     f"expected_version: {expected}, but the config is at version {self.store.version}"
                 ])
-            new = self.store.validate(patch)
+            new = self.store.validate(patch, group)
         except ConfigError as error:
             log.warning("config change %s rejected: %s", request_id or "-", "; ".join(error.problems))
             return self._answer(request_id, "rejected", error.problems)
@@ -76,8 +78,9 @@ class RemoteControl(threading.Thread):
         if status != "applied":
             log.warning("config change %s %s: %s", request_id or "-", status, "; ".join(problems))
             return self._answer(request_id, status, problems)
-        self.agent.config_version = self.store.commit(patch)
-        log.info("config change %s applied: version %d", request_id or "-", self.store.version)
+        self.agent.config_version = self.store.commit(patch, group)
+        log.info("config change %s%s applied: version %d", request_id or "-",
+                 f" (group {group})" if group else "", self.store.version)
         self.agent.publisher.publish(self.state_message())
         return self._answer(request_id, "applied", [])
 
@@ -87,7 +90,7 @@ class RemoteControl(threading.Thread):
     def state_message(self) -> Message:
         """The effective config (secrets redacted) and its version, for ``config/state``."""
         data = to_patch_form(self.agent.config.model_dump(mode="json"))
-        body = {"version": self.store.version, "config": redact(data)}
+        body = {"version": self.store.version, "config": redact(data), "sources": self.store.sources()}
         return Message.json(self.agent.topics.config_state, body, retain=True)
 
     # -- commands -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 STARTING = "starting"
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
-RESTART_ONLY = ("device_id", "state_dir", "log_level", "mqtt", "outbox", "remote", "model")
+RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote", "model")
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 
@@ -103,7 +103,10 @@ class Agent:
                 snapshot_quota_bytes=int(config.outbox.snapshot_quota_mb * 2**20),
                 event_high_water=config.outbox.event_high_water,
             ),
-            subscriptions=(self.topics.config_set, self.topics.command) if control else (),
+            subscriptions=(
+                (self.topics.config_set, self.topics.command, *map(self.topics.group_config_set, config.groups))
+                if control else ()
+            ),
             inbound=control.submit if control else None,
         )
         # Replaced, never changed in place, so other threads can iterate over it safely.

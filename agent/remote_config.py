@@ -95,43 +95,86 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class ConfigStore:
-    """The file's config data, the accumulated remote patch and the version."""
+    """The file's config data, the accumulated remote patches and the version.
 
-    def __init__(self, file_data: dict[str, Any], state_dir: Path, base_dir: Path | None) -> None:
+    Patches come from the device's own topic or from the topics of the groups it belongs to
+    (``groups`` in the file, in that order); the device's own patch wins over the groups',
+    a later group over an earlier one.
+    """
+
+    def __init__(self, file_data: dict[str, Any], state_dir: Path, base_dir: Path | None,
+                 groups: tuple[str, ...] = ()) -> None:
         self.file_data = to_patch_form(file_data)
         self.base_dir = base_dir
+        self.groups = groups
         self.path = state_dir / "remote-config.json"
         self.good_path = state_dir / "remote-config.good.json"
         self.version = 1
         self.patch: dict[str, Any] = {}
+        self.group_patches: dict[str, dict[str, Any]] = {}
         for candidate in (self.path, self.good_path):
             try:
                 saved = json.loads(candidate.read_text(encoding="utf-8"))
                 self.version, self.patch = int(saved["version"]), dict(saved["patch"])
+                self.group_patches = {g: dict(p) for g, p in saved.get("groups", {}).items()}
                 break
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # unreadable: fall back to the last-known-good copy, then to the file
 
-    def effective_data(self, patch: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The config data with the remote patch (or ``patch`` composed onto it) applied."""
-        combined = self.patch if patch is None else compose_patches(self.patch, patch)
-        return from_patch_form(merge_patch(self.file_data, combined))
+    def _layers(self, patch: dict[str, Any] | None, group: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """(source, patch) from the lowest priority to the highest, with ``patch`` added to its layer."""
+        layers = []
+        for name in self.groups:
+            layer = self.group_patches.get(name, {})
+            if patch is not None and group == name:
+                layer = compose_patches(layer, patch)
+            layers.append((f"group:{name}", layer))
+        own = self.patch if patch is None or group is not None else compose_patches(self.patch, patch)
+        layers.append(("device", own))
+        return layers
 
-    def validate(self, patch: dict[str, Any] | None = None) -> AgentConfig:
+    def effective_data(self, patch: dict[str, Any] | None = None, group: str | None = None) -> dict[str, Any]:
+        """The config data with the remote patches (and ``patch``, for ``group`` or the device) applied."""
+        data = self.file_data
+        for _, layer in self._layers(patch, group):
+            data = merge_patch(data, layer)
+        return from_patch_form(data)
+
+    def validate(self, patch: dict[str, Any] | None = None, group: str | None = None) -> AgentConfig:
         """Parse and validate the effective config; raises :class:`ConfigError` with key paths."""
-        return parse_config(self.effective_data(patch), where="config", base_dir=self.base_dir)
+        return parse_config(self.effective_data(patch, group), where="config", base_dir=self.base_dir)
 
-    def commit(self, patch: dict[str, Any]) -> int:
+    def sources(self) -> dict[str, str]:
+        """Where each remotely set value comes from: key path -> ``group:NAME`` or ``device``."""
+        out: dict[str, str] = {}
+        for source, layer in self._layers(None, None):
+            for path in _leaf_paths(layer):
+                out[path] = source
+        return out
+
+    def commit(self, patch: dict[str, Any], group: str | None = None) -> int:
         """Make ``patch`` part of the effective config, durably; returns the new version."""
+        own, groups = self.patch, dict(self.group_patches)
+        if group is None:
+            own = compose_patches(own, patch)
+        else:
+            groups[group] = compose_patches(groups.get(group, {}), patch)
         if self.path.exists():
             os.replace(self.path, self.good_path)
         version = self.version + 1
-        combined = compose_patches(self.patch, patch)
-        atomic_write(self.path, json.dumps({"version": version, "patch": combined}, indent=1))
-        self.version, self.patch = version, combined
+        atomic_write(self.path, json.dumps({"version": version, "patch": own, "groups": groups}, indent=1))
+        self.version, self.patch, self.group_patches = version, own, groups
         return version
+
+
+def _leaf_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in patch.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths += _leaf_paths(value, path) if isinstance(value, dict) and value else [path]
+    return paths
 
 
 def parse_request(payload: bytes, limit: int) -> tuple[dict[str, Any], str | None, int | None]:

@@ -30,6 +30,9 @@ class Topics:
     def config_set(self) -> str:
         return f"{self.root}/config/set"
 
+    def group_config_set(self, group: str) -> str:
+        return f"{self.base}/groups/{group}/config/set"
+
     @property
     def config_result(self) -> str:
         return f"{self.root}/config/result"

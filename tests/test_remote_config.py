@@ -78,6 +78,22 @@ def test_a_camera_is_removed_by_name(tmp_path: Path) -> None:
     assert [c.name for c in store.validate({"cameras": {"a": None}}).cameras] == ["b"]
 
 
+def test_the_device_patch_wins_over_its_groups_and_the_state_says_where_values_came_from(tmp_path: Path) -> None:
+    data = {"groups": ["site", "north"], "cameras": [{"name": "a", "source": "synthetic"}]}
+    store = ConfigStore(data, tmp_path, None, groups=("site", "north"))
+    store.commit({"cameras": {"a": {"detector": {"on_threshold": 8, "cooldown_s": 1}}}}, group="site")
+    store.commit({"cameras": {"a": {"detector": {"on_threshold": 9}}}}, group="north")
+    store.commit({"cameras": {"a": {"detector": {"cooldown_s": 2}}}})
+    store.commit({"cameras": {"a": {"detector": {"cooldown_s": 3}}}}, group="north")
+    detector = store.validate().cameras[0].detector
+    assert (detector.on_threshold, detector.cooldown_s) == (9, 2)
+    assert store.sources() == {
+        "cameras.a.detector.on_threshold": "group:north",
+        "cameras.a.detector.cooldown_s": "device",
+    }
+    assert ConfigStore(data, tmp_path, None, groups=("site", "north")).validate().cameras[0].detector == detector
+
+
 # -- against the running agent --------------------------------------------------------------
 
 DEVICE = "remote"
@@ -117,7 +133,7 @@ def operator(
         agent = start_agent({
             "device_id": DEVICE, "state_dir": str(tmp_path / "state"),
             "mqtt": {"port": broker.port, "username": "operator-box", "password": "s3cret-pw"},
-            "remote": {"health_timeout_s": 4},
+            "remote": {"health_timeout_s": 4}, "groups": ["north"],
             "cameras": [camera("cam")],
         })
         assert sub.wait_for(lambda: bool(sub.on(f"{DEVICE}/config/state")), 20), agent.log
@@ -258,4 +274,24 @@ def test_the_operator_cli_gets_sets_and_diffs_a_device_config(
     diffed = cli("diff", DEVICE, "--file", str(local))
     assert diffed.returncode == 0, diffed.stderr
     assert "cameras.cam.detector.cooldown_s: 9.0 on the device, 5 in the file" in diffed.stdout
+    assert agent.stop() == 0
+
+
+def test_a_group_patch_reaches_every_member_and_yields_to_the_device_own(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    op.request("config", {"cameras": {"cam": {"detector": {"cooldown_s": 7}}}})
+    before = len(op.sub.on(f"{DEVICE}/config/result"))
+    op.sub.client.publish("edge/groups/north/config/set", json.dumps(
+        {"request_id": "fleet-1", "cameras": {"cam": {"detector": {"cooldown_s": 1, "on_threshold": 8}}}}), qos=1)
+    assert op.sub.wait_for(lambda: len(op.sub.on(f"{DEVICE}/config/result")) > before, 20)
+    answer = json.loads(op.sub.on(f"{DEVICE}/config/result")[-1].payload)
+    assert answer["request_id"] == "fleet-1" and answer["status"] == "applied"
+    assert op.sub.wait_for(lambda: op.config_state()["version"] == answer["version"], 5)
+    state = op.config_state()
+    assert state["config"]["cameras"]["cam"]["detector"]["cooldown_s"] == 7  # the device's own wins
+    assert state["config"]["cameras"]["cam"]["detector"]["on_threshold"] == 8
+    assert state["sources"]["cameras.cam.detector.on_threshold"] == "group:north"
+    assert state["sources"]["cameras.cam.detector.cooldown_s"] == "device"
     assert agent.stop() == 0
