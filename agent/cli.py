@@ -109,7 +109,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     try:
         if args.action == "set":
             assert patch is not None
-            answer = client.set(patch, args.expected_version)
+            answer = client.set(patch, args.expected_version, Path(args.sign_key) if args.sign_key else None)
             print(json.dumps(answer, indent=2))
             return 0 if answer.get("status") == "applied" else 1
         state = client.get()
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("patch", nargs="?", help="set: a JSON merge patch; diff: ignored")
     config.add_argument("--file", default="config.yaml", help="diff: the local config file (default config.yaml)")
     config.add_argument("--expected-version", type=int, help="set: fail if the device is not at this version")
+    config.add_argument("--sign-key", metavar="PEM", help="set: sign the request with this Ed25519 private key")
     config.add_argument("--host", default="127.0.0.1")
     config.add_argument("--port", type=int, default=1883)
     config.add_argument("--base", default="edge", help="base topic (default: edge)")

@@ -73,6 +73,8 @@ class RemoteConfig(Strict):
     max_payload_bytes: int = Field(65536, ge=1024)
     #: A changed or added camera must deliver a frame within this time, or the change is rolled back.
     health_timeout_s: PositiveFloat = 10.0
+    #: Accept only requests signed by the matching Ed25519 private key (PEM public key file).
+    public_key_file: Path | None = None
 
 
 class ModelConfig(Strict):
@@ -362,6 +364,8 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:
         config.state_dir = base_dir / config.state_dir
     if config.model.path is not None and not config.model.path.is_absolute():
         config.model.path = base_dir / config.model.path
+    if config.remote.public_key_file is not None and not config.remote.public_key_file.is_absolute():
+        config.remote.public_key_file = base_dir / config.remote.public_key_file
     if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():
         config.mqtt.password_file = base_dir / config.mqtt.password_file
     for camera in config.cameras:

@@ -19,7 +19,8 @@ import paho.mqtt.client as mqtt
 
 from agent.errors import ConfigError, UserError
 from agent.messages import Message
-from agent.remote_config import ConfigStore, parse_request, redact, to_patch_form
+from agent.remote_config import ConfigStore, decode_request, redact, split_request, to_patch_form
+from agent.signing import load_public_key, verify
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -35,6 +36,8 @@ class RemoteControl(threading.Thread):
         self.agent = agent
         self.store = store
         self.requests: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100)
+        key_file = agent.config.remote.public_key_file
+        self.public_key = load_public_key(key_file) if key_file is not None else None
 
     def submit(self, message: mqtt.MQTTMessage) -> None:
         """Called on the MQTT thread: queue the request; a flood beyond 100 waiting is dropped."""
@@ -65,7 +68,10 @@ class RemoteControl(threading.Thread):
         limit = self.agent.config.remote.max_payload_bytes
         request_id = None
         try:
-            patch, request_id, expected = parse_request(payload, limit)
+            body = decode_request(payload, limit)
+            request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
+            self._check_signature(body)
+            patch, request_id, expected = split_request(body)
             if expected is not None and expected != self.store.version:
                 raise ConfigError("request", [
                     f"expected_version: {expected}, but the config is at version {self.store.version}"
@@ -84,6 +90,10 @@ class RemoteControl(threading.Thread):
         self.agent.publisher.publish(self.state_message())
         return self._answer(request_id, "applied", [])
 
+    def _check_signature(self, body: dict[str, Any]) -> None:
+        if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
+            raise ConfigError("request", [problem])
+
     def _answer(self, request_id: str | None, status: str, errors: list[str]) -> dict[str, Any]:
         return {"request_id": request_id, "status": status, "version": self.store.version, "errors": errors}
 
@@ -101,6 +111,8 @@ class RemoteControl(threading.Thread):
             if not isinstance(body, dict):
                 raise UserError("expected a JSON object")
             request_id = body.get("request_id")
+            if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
+                raise UserError(problem)
             name, camera = body.get("command"), body.get("camera")
             if name not in COMMANDS:
                 raise UserError(f"command: must be one of {', '.join(COMMANDS)}")

@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from agent.config import read_config_data
 from agent.errors import UserError
 from agent.remote_config import REDACTED, to_patch_form
+from agent.signing import sign
 from agent.topics import Topics
 
 
@@ -59,13 +60,15 @@ class OperatorClient:
         self._subscribe(self.topics.config_state)
         return json.loads(self._wait_for(self.topics.config_state).payload)
 
-    def set(self, patch: dict[str, Any], expected_version: int | None) -> dict[str, Any]:
-        """Send a merge patch; returns the device's answer."""
+    def set(self, patch: dict[str, Any], expected_version: int | None, sign_key: Path | None = None) -> dict[str, Any]:
+        """Send a merge patch (signed with ``sign_key`` if given); returns the device's answer."""
         reply_topic = f"{self.topics.base}/operators/{uuid.uuid4().hex}/reply"
         self._subscribe(reply_topic)  # before publishing, so the answer cannot be missed
         body = {"request_id": uuid.uuid4().hex[:12], **patch}
         if expected_version is not None:
             body["expected_version"] = expected_version
+        if sign_key is not None:
+            body = sign(sign_key, body)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = reply_topic
         props.CorrelationData = body["request_id"].encode()

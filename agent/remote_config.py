@@ -177,8 +177,8 @@ def _leaf_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
     return paths
 
 
-def parse_request(payload: bytes, limit: int) -> tuple[dict[str, Any], str | None, int | None]:
-    """(patch, request_id, expected_version) from a ``config/set`` payload; raises ConfigError."""
+def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
+    """The JSON object of a request payload; raises ConfigError if too large or not an object."""
     if len(payload) > limit:
         raise ConfigError("request", [f"(payload): {len(payload)} bytes, more than the limit of {limit}"])
     try:
@@ -187,6 +187,12 @@ def parse_request(payload: bytes, limit: int) -> tuple[dict[str, Any], str | Non
         raise ConfigError("request", [f"(payload): not JSON: {error}"]) from None
     if not isinstance(body, dict):
         raise ConfigError("request", ["(payload): expected a JSON object"])
+    return body
+
+
+def split_request(request: dict[str, Any]) -> tuple[dict[str, Any], str | None, int | None]:
+    """(patch, request_id, expected_version) of a decoded request; raises ConfigError."""
+    body = {k: v for k, v in request.items() if k != "signature"}
     request_id = body.pop("request_id", None)
     expected = body.pop("expected_version", None)
     patch = body.pop("patch", body)

@@ -13,7 +13,7 @@ from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
 from agent.errors import ConfigError
-from agent.remote_config import ConfigStore, compose_patches, merge_patch, parse_request
+from agent.remote_config import ConfigStore, compose_patches, decode_request, merge_patch, split_request
 from tests.conftest import AgentProcess, Subscriber
 
 # -- the patch mechanics ------------------------------------------------------------------
@@ -45,6 +45,10 @@ def test_composed_patches_act_like_applying_them_in_turn() -> None:
     target = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
     first, second = {"b": {"c": None, "x": 1}, "e": None}, {"b": {"c": 5}, "a": None, "e": [2]}
     assert merge_patch(target, compose_patches(first, second)) == merge_patch(merge_patch(target, first), second)
+
+
+def parse_request(payload: bytes, limit: int) -> tuple[dict[str, Any], str | None, int | None]:
+    return split_request(decode_request(payload, limit))
 
 
 def test_requests_are_checked_before_anything_else() -> None:
@@ -294,4 +298,58 @@ def test_a_group_patch_reaches_every_member_and_yields_to_the_device_own(
     assert state["config"]["cameras"]["cam"]["detector"]["on_threshold"] == 8
     assert state["sources"]["cameras.cam.detector.on_threshold"] == "group:north"
     assert state["sources"]["cameras.cam.detector.cooldown_s"] == "device"
+    assert agent.stop() == 0
+
+
+def write_keys(folder: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private, public = folder / "operator.pem", folder / "operator.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_signatures_cover_the_whole_request(tmp_path: Path) -> None:
+    from agent.signing import load_public_key, sign, verify
+
+    private, public = write_keys(tmp_path)
+    key = load_public_key(public)
+    signed = sign(private, {"request_id": "r", "log_level": "DEBUG"})
+    assert verify(key, signed) is None
+    assert verify(key, {**signed, "log_level": "ERROR"}).startswith("signature: does not match")
+    assert verify(key, {"log_level": "DEBUG"}).startswith("signature: missing")
+    (tmp_path / "other").mkdir()
+    other_private, _ = write_keys(tmp_path / "other")
+    assert verify(key, sign(other_private, {"log_level": "DEBUG"})).startswith("signature: does not match")
+
+
+def test_a_device_with_a_public_key_takes_only_signed_changes(
+    broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    private, public = write_keys(tmp_path)
+    sub = subscribe(["edge/signed/#"])
+    agent = start_agent({"device_id": "signed", "mqtt": {"port": broker.port},
+                         "remote": {"public_key_file": str(public)}, "cameras": [camera("cam")]})
+    assert sub.wait_for(lambda: bool(sub.on("signed/config/state")), 20), agent.log
+    sub.client.publish("edge/signed/config/set", json.dumps({"request_id": "u", "log_level": "DEBUG"}), qos=1)
+    assert sub.wait_for(lambda: bool(sub.on("signed/config/result")), 20)
+    assert json.loads(sub.on("signed/config/result")[-1].payload)["errors"] == [
+        "signature: missing (this device accepts only signed requests)"]
+    signed = subprocess.run(
+        [sys.executable, "-m", "agent", "config", "set", "signed", '{"cameras": {"cam": {"fps": 5}}}',
+         "--sign-key", str(private), "--port", str(broker.port), "--timeout", "15"],
+        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert json.loads(signed.stdout)["status"] == "applied"
     assert agent.stop() == 0
