@@ -85,7 +85,7 @@ class Agent:
         self._status_lock = threading.Lock()
         # Load every camera's model before anything starts: a bad model is a clear error at once.
         enabled = [camera for camera in config.cameras if camera.enabled]
-        self.models = {camera.name: DelegatedModel(config.model) for camera in enabled}
+        self.models = {camera.name: self._load_model(config) for camera in enabled}
         try:
             config.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -111,9 +111,17 @@ class Agent:
         )
         # Replaced, never changed in place, so other threads can iterate over it safely.
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
-        for model in self.models.values():
-            model.on_change = lambda: self.publisher.publish(self._state_message())
         self._cpu_mark = (time.monotonic(), time.process_time())
+
+    def _load_model(self, config: AgentConfig) -> DelegatedModel:
+        """One camera's model; ``state`` is republished when its delegate changes (after start-up:
+        the first probe runs before the publisher exists)."""
+        model = DelegatedModel(config.model)
+        model.on_change = self._delegate_changed
+        return model
+
+    def _delegate_changed(self) -> None:
+        self.publisher.publish(self._state_message())
 
     def _build_camera(self, camera: CameraConfig) -> CameraRuntime:
         model = self.models[camera.name]
@@ -328,7 +336,7 @@ class Agent:
             if name in cameras:
                 cameras.pop(name).halt()
             if name not in self.models:
-                self.models[name] = StreamingModel(new.model.path, num_threads=new.model.num_threads)
+                self.models[name] = self._load_model(new)
             cameras[name] = self._build_camera(camera)
             started.append(name)
         self.cameras = cameras
