@@ -181,6 +181,12 @@ def test_bad_requests_are_rejected_with_their_key_paths(
     assert frozen["errors"] == ["mqtt: cannot be changed over MQTT; edit the config file and restart"]
     garbage = op.request("config", b"\xff not json")
     assert garbage["status"] == "rejected" and "not JSON" in garbage["errors"][0]
+    assert op.request("config", [1, 2])["errors"] == ["(payload): expected a JSON object"]
+    typed = op.request("config", {"cameras": {"cam": {"fps": "fast"}}})
+    assert typed["errors"] == ["cameras[0].fps: Input should be a valid number, unable to parse string as a number "
+                               "(got 'fast')"]
+    huge = op.request("config", {"log_level": "INFO", "pad": "x" * 70_000})
+    assert huge["errors"][0].startswith("(payload): 700") and "more than the limit of 65536" in huge["errors"][0]
     assert op.config_state()["version"] == 1
     assert agent.process.poll() is None
     assert agent.stop() == 0
@@ -346,6 +352,13 @@ def test_a_device_with_a_public_key_takes_only_signed_changes(
     assert sub.wait_for(lambda: bool(sub.on("signed/config/result")), 20)
     assert json.loads(sub.on("signed/config/result")[-1].payload)["errors"] == [
         "signature: missing (this device accepts only signed requests)"]
+    from agent.signing import sign
+
+    forged = {**sign(private, {"request_id": "f", "log_level": "DEBUG"}), "log_level": "ERROR"}
+    sub.client.publish("edge/signed/config/set", json.dumps(forged), qos=1)
+    assert sub.wait_for(lambda: len(sub.on("signed/config/result")) == 2, 20)
+    assert json.loads(sub.on("signed/config/result")[-1].payload)["errors"] == [
+        "signature: does not match the request (wrong key, or the request was altered)"]
     signed = subprocess.run(
         [sys.executable, "-m", "agent", "config", "set", "signed", '{"cameras": {"cam": {"fps": 5}}}',
          "--sign-key", str(private), "--port", str(broker.port), "--timeout", "15"],
