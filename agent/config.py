@@ -80,6 +80,8 @@ class RemoteConfig(Strict):
 class ModelConfig(Strict):
     #: ``null`` means the model shipped with the agent.
     path: Path | None = None
+    #: If set, the model file's SHA-256 (hex) must match, or the model is refused.
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     num_threads: int = Field(1, ge=1, le=16)
     #: Where inference runs (see :mod:`agent.delegates`): ``auto`` tries the Edge TPU, then GPU/NPU
     #: delegates found on the box, then the CPU; or exactly ``cpu``, ``edgetpu``, ``gpu``,

@@ -21,7 +21,7 @@ from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import AgentConfig, CameraConfig
 from agent.control import RemoteControl
-from agent.errors import UserError
+from agent.errors import ModelError, UserError
 from agent.events import EventReporter
 from agent.delegates import DelegatedModel
 from agent.pipeline import CameraPipeline
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 STARTING = "starting"
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
-RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote", "model")
+RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote")
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 
@@ -117,6 +117,10 @@ class Agent:
         """One camera's model; ``state`` is republished when its delegate changes (after start-up:
         the first probe runs before the publisher exists)."""
         model = DelegatedModel(config.model)
+        expected = config.model.sha256
+        if expected is not None and model.info.sha256 != expected.lower():
+            raise ModelError(f"model.sha256: {model.info.path} has sha256 {model.info.sha256}, "
+                             f"not the expected {expected.lower()}")
         model.on_change = self._delegate_changed
         return model
 
@@ -302,20 +306,29 @@ class Agent:
         if frozen:
             return "rejected", [f"{key}: cannot be changed over MQTT; edit the config file and restart"
                                 for key in frozen]
-        old = self.config
+        old, old_models = self.config, self.models
+        swap = new.model != old.model
+        if swap:  # load (and check) the new model for every camera before touching any
+            try:
+                self.models = {c.name: self._load_model(new) for c in new.cameras if c.enabled}
+            except UserError as error:  # the model cannot be loaded, or its hash is wrong
+                self.models = old_models
+                return "rolled_back", [str(error)]
         try:
-            started = self._reconfigure(old, new)
+            started = self._reconfigure(old, new, restart_all=swap)
             problems = self._health_check(started, new.remote.health_timeout_s)
-        except UserError as error:  # e.g. the model cannot be loaded for a new camera
+        except UserError as error:  # e.g. a new camera's model cannot be loaded
             problems = [str(error)]
         if problems:
-            self._reconfigure(new, old)
+            self.models = old_models
+            self._reconfigure(new, old, restart_all=swap)
             return "rolled_back", problems
         self.config = new
         return "applied", []
 
-    def _reconfigure(self, old: AgentConfig, new: AgentConfig) -> list[str]:
-        """Move the cameras from ``old`` to ``new``; returns the names (re)started."""
+    def _reconfigure(self, old: AgentConfig, new: AgentConfig, *, restart_all: bool = False) -> list[str]:
+        """Move the cameras from ``old`` to ``new`` (restarting every one after a model swap);
+        returns the names (re)started."""
         before = {c.name: c for c in old.cameras if c.enabled}
         after = {c.name: c for c in new.cameras if c.enabled}
         cameras = dict(self.cameras)
@@ -326,10 +339,10 @@ class Agent:
             log.info("camera %s: removed", name)
         for name, camera in after.items():
             previous = before.get(name)
-            if previous == camera and name in cameras:
+            if previous == camera and name in cameras and not restart_all:
                 continue
             changed = {k for k in CameraConfig.model_fields if getattr(previous, k, None) != getattr(camera, k)}
-            if previous is not None and name in cameras and changed <= HOT_CAMERA_KEYS:
+            if previous is not None and name in cameras and changed <= HOT_CAMERA_KEYS and not restart_all:
                 cameras[name].update(camera)
                 log.info("camera %s: %s changed in place", name, ", ".join(sorted(changed)))
                 continue

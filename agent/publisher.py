@@ -281,10 +281,11 @@ class MqttPublisher(threading.Thread):
         self._backoff = 1.0
         self.stats.connects += 1
         log.info("MQTT connected to %s", where)
-        for message in self.birth():
-            self._send(Entry(message, "state", None))
+        # Subscribe first: a subscriber that sees our birth messages may send requests at once.
         if self.subscriptions:
             client.subscribe([(topic, 1) for topic in self.subscriptions])
+        for message in self.birth():
+            self._send(Entry(message, "state", None))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Hand requests to whoever handles them (quickly: this runs on the MQTT thread)."""

@@ -366,3 +366,22 @@ def test_a_device_with_a_public_key_takes_only_signed_changes(
     assert signed.returncode == 0, signed.stdout + signed.stderr
     assert json.loads(signed.stdout)["status"] == "applied"
     assert agent.stop() == 0
+
+
+def test_the_model_is_swapped_only_when_its_hash_matches(operator: Callable[[], tuple[Operator, AgentProcess]]) -> None:
+    import hashlib
+
+    from agent.inference import DEFAULT_MODEL
+
+    op, agent = operator()
+    other = DEFAULT_MODEL.parent / "ped2_cnn_gru_float.tflite"  # a different file: the float twin
+    digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    wrong = op.request("config", {"model": {"path": str(other), "sha256": "0" * 64}})
+    assert wrong["status"] == "rolled_back" and wrong["version"] == 1
+    assert wrong["errors"] == [f"model.sha256: {other} has sha256 {digest}, not the expected {'0' * 64}"]
+    assert agent.log.count("camera cam: opened") == 1  # the running camera was never touched
+    swapped = op.request("config", {"model": {"path": str(other), "sha256": digest}})
+    assert swapped == {"request_id": None, "status": "applied", "version": 2, "errors": []}
+    assert op.sub.wait_for(lambda: json.loads(op.sub.on(f"{DEVICE}/state")[-1].payload)["model"]["sha256"] == digest, 10)
+    assert op.sub.wait_for(lambda: agent.log.count("camera cam: opened") == 2, 10)  # restarted on the new model
+    assert agent.stop() == 0

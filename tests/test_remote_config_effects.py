@@ -71,7 +71,7 @@ def test_a_group_patch_reaches_two_agents_and_a_device_override_wins(
         start_agent({"device_id": device, "state_dir": str(tmp_path / device), "groups": ["north"],
                      "mqtt": {"port": broker.port},
                      "cameras": [{"name": "cam", "source": "synthetic", "synthetic": {"anomaly": None}}]})
-    assert sub.wait_for(lambda: len(sub.on("/config/state")) >= 2, 20)
+    assert sub.wait_for(lambda: len(sub.on("/config/state")) >= 2, 40)
     assert request(sub, "north-2", {"cameras": {"cam": {"detector": {"cooldown_s": 30}}}})["status"] == "applied"
     sub.client.publish("edge/groups/north/config/set", json.dumps(
         {"request_id": "fleet", "cameras": {"cam": {"detector": {"cooldown_s": 12, "on_threshold": 7}}}}), qos=1)
@@ -85,7 +85,7 @@ def test_a_group_patch_reaches_two_agents_and_a_device_override_wins(
         return None
 
     # north-1: the group patch makes version 2; north-2: its own patch was 2, the group's is 3.
-    assert sub.wait_for(lambda: detector("north-1", 2) is not None and detector("north-2", 3) is not None, 20)
+    assert sub.wait_for(lambda: detector("north-1", 2) is not None and detector("north-2", 3) is not None, 40)
     one, two = detector("north-1", 2), detector("north-2", 3)
     assert one is not None and two is not None
     assert (one["on_threshold"], one["cooldown_s"]) == (7, 12)
