@@ -40,6 +40,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class TlsConfig(Strict):
+    """TLS to the broker (1.2 or newer). Present means on; the server is always verified unless
+    ``insecure_skip_verify`` says otherwise (logged as an error at every start)."""
+
+    #: CA bundle that signed the broker's certificate; ``null`` uses the system's CAs.
+    ca_file: Path | None = None
+    #: Client certificate and its key, for brokers with ``require_certificate true``.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
 class MqttConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -54,6 +72,7 @@ class MqttConfig(Strict):
     metrics_interval_s: PositiveFloat = 10.0
     #: QoS 1 messages sent and not yet acknowledged, at most; bounds the replay after an outage.
     max_inflight: int = Field(20, ge=1, le=1000)
+    tls: TlsConfig | None = None
 
 
 class OutboxConfig(Strict):
@@ -225,15 +244,41 @@ class CameraConfig(Strict):
         return value.strip()
 
 
+class HealthConfig(Strict):
+    #: An open camera with no frame processed, or a publisher loop that has not turned, for this
+    #: long counts as hung: systemd watchdog pings stop and ``/healthz`` fails.
+    stall_s: PositiveFloat = 30.0
+
+
+class HttpConfig(Strict):
+    """The local ``/metrics`` (Prometheus text) and ``/healthz`` endpoint; off by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9860, ge=1, le=65535)
+
+
+class HomeAssistantConfig(Strict):
+    """Home Assistant MQTT discovery: retained entity configs under ``prefix``."""
+
+    enabled: bool = False
+    prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
+
+
 class AgentConfig(Strict):
     device_id: str = Field("edge-1", pattern=NAME_PATTERN)
     #: Fleet groups this device takes config patches from ({base}/groups/{group}/config/set).
     groups: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
     state_dir: Path = Path("state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json``: one JSON object per log line (for log shippers); ``text`` otherwise.
+    log_format: Literal["text", "json"] = "text"
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     remote: RemoteConfig = RemoteConfig()
+    health: HealthConfig = HealthConfig()
+    http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
 
@@ -370,6 +415,12 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:
         config.remote.public_key_file = base_dir / config.remote.public_key_file
     if config.mqtt.password_file is not None and not config.mqtt.password_file.is_absolute():
         config.mqtt.password_file = base_dir / config.mqtt.password_file
+    tls = config.mqtt.tls
+    if tls is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(tls, key)
+            if value is not None and not value.is_absolute():
+                setattr(tls, key, base_dir / value)
     for camera in config.cameras:
         if _looks_like_relative_path(camera.source) and (base_dir / camera.source).exists():
             camera.source = str(base_dir / camera.source)

@@ -24,16 +24,17 @@ from agent.control import RemoteControl
 from agent.errors import ModelError, UserError
 from agent.events import EventReporter
 from agent.delegates import DelegatedModel
+from agent.health import STARTING, HealthMonitor
 from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher, SeqCounter
 from agent.remote_config import ConfigStore
 from agent.topics import Topics
+from agent.watchdog import ServiceWatchdog
 
 log = logging.getLogger(__name__)
 
-STARTING = "starting"
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
 RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote")
 #: Camera keys that change in place, keeping the camera's model state.
@@ -112,6 +113,7 @@ class Agent:
         # Replaced, never changed in place, so other threads can iterate over it safely.
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
         self._cpu_mark = (time.monotonic(), time.process_time())
+        self.service = ServiceWatchdog(self.cameras, self.publisher, HealthMonitor(config.health.stall_s))
 
     def _load_model(self, config: AgentConfig) -> DelegatedModel:
         """One camera's model; ``state`` is republished when its delegate changes (after start-up:
@@ -271,9 +273,11 @@ class Agent:
         interval = self.config.mqtt.metrics_interval_s
         next_metrics = time.monotonic() + interval
         while not self.stop_event.wait(0.5):
+            self.service.tick()
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
                 self.publisher.publish(Message.json(self.topics.metrics, self.metrics(), qos=0))
+        self.service.stopping()
         self.shutdown()
 
     def _request_stop(self, signum: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttConfig
 from agent.messages import Message
 from agent.outbox import Entry, Outbox
+from agent.tls import describe_tls_error, make_context
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class PublisherStats:
     dropped_qos0: int = 0
     connects: int = 0
     replayed: int = 0
+    connect_failures: int = 0
 
 
 class SeqCounter:
@@ -75,6 +78,8 @@ class SeqCounter:
 
 
 def describe_connect_error(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError):
+        return describe_tls_error(error)
     if isinstance(error, ConnectionRefusedError):
         return "connection refused (is the broker running on that port?)"
     if isinstance(error, socket.gaierror):
@@ -121,6 +126,8 @@ class MqttPublisher(threading.Thread):
         self._socket_open = False
         self._backoff = 1.0
         self._next_attempt = 0.0
+        #: monotonic time of the last turn of the loop, for the watchdog (agent.health)
+        self.heartbeat = time.monotonic()
         self._client = self._make_client(client_id)
 
     # -- called from any thread ---------------------------------------------------------
@@ -194,6 +201,9 @@ class MqttPublisher(threading.Thread):
         if self.config.username is not None:
             password = self.config.password.get_secret_value() if self.config.password else None
             client.username_pw_set(self.config.username, password)
+        if self.config.tls is not None:
+            client.tls_set_context(make_context(self.config.tls))
+            client.tls_insecure_set(self.config.tls.insecure_skip_verify)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -203,6 +213,7 @@ class MqttPublisher(threading.Thread):
     def run(self) -> None:
         while True:
             self._flush_acks()
+            self.heartbeat = time.monotonic()
             if self._stopping.is_set() and (self._drained() or time.monotonic() > self._stop_deadline):
                 break
             if not self._socket_open:
@@ -254,6 +265,7 @@ class MqttPublisher(threading.Thread):
         self._socket_open = True
 
     def _schedule_retry(self, reason: str) -> None:
+        self.stats.connect_failures += 1
         delay = self._backoff * random.uniform(0.8, 1.2)
         log.warning("%s; retrying in %.1f s", reason, delay)
         self._next_attempt = time.monotonic() + delay

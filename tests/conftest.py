@@ -89,10 +89,10 @@ def subscribe(broker: LocalBroker) -> Iterator[Callable[[list[str]], Subscriber]
 class AgentProcess:
     """``python -m agent run`` in a subprocess, its stderr kept for assertions."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
         self._log = open(log, "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
@@ -125,14 +125,15 @@ class AgentProcess:
 
 
 @pytest.fixture
-def start_agent(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentProcess]]:
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """``start(config, env=None)``: the agent on ``config``, with ``env`` added to the environment."""
     started: list[AgentProcess] = []
 
-    def start(config: dict[str, Any]) -> AgentProcess:
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> AgentProcess:
         path = tmp_path / f"agent-{len(started)}.yaml"
         config.setdefault("state_dir", str(tmp_path / "state"))
         path.write_text(yaml.safe_dump(config))
-        agent = AgentProcess(path, tmp_path / f"agent-{len(started)}.log")
+        agent = AgentProcess(path, tmp_path / f"agent-{len(started)}.log", env)
         started.append(agent)
         return agent
 

@@ -1,0 +1,70 @@
+"""TLS to the MQTT broker: an ``ssl.SSLContext`` from ``mqtt.tls``, and errors a person can act on.
+
+TLS 1.2 is the floor. The broker's certificate is verified against ``ca_file`` (or the system's
+CAs) and its name against ``mqtt.host``; turning that off takes ``insecure_skip_verify: true``,
+which is logged as an error at every start so it is not forgotten on a production box.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from agent.config import TlsConfig
+from agent.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def make_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The client context; raises :class:`UserError` naming the file that cannot be used."""
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
+        )
+    except (OSError, ssl.SSLError) as error:
+        raise UserError(f"mqtt.tls.ca_file: cannot load {tls.ca_file}: {_reason(error)}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as error:
+            raise UserError(
+                f"mqtt.tls.cert_file/key_file: cannot load {tls.cert_file} with {tls.key_file}: "
+                f"{_reason(error)}"
+            ) from None
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        log.error("mqtt.tls.insecure_skip_verify is true: the broker's certificate is NOT verified; "
+                  "anyone on the path can impersonate it. Never use this in production.")
+    return context
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
+
+
+#: OpenSSL alert texts meaning the broker did not accept our client certificate.
+_CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert certificate required",
+                         "alert certificate expired", "alert certificate unknown")
+
+
+def describe_tls_error(error: ssl.SSLError) -> str:
+    """What went wrong in the handshake, and which setting to look at."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        message = error.verify_message or str(error)
+        if "expired" in message:
+            hint = "the broker's certificate has expired"
+        elif "Hostname mismatch" in message or "IP address mismatch" in message:
+            hint = "the broker's certificate is not for this name (check mqtt.host)"
+        elif "issuer" in message or "self-signed" in message or "self signed" in message:
+            hint = "the broker's certificate is not signed by a CA in mqtt.tls.ca_file"
+        else:
+            hint = "the broker's certificate is not trusted"
+        return f"TLS: {hint} ({message})"
+    text = str(error)
+    if any(alert in text.lower() for alert in _CLIENT_CERT_REJECTED):
+        return (f"TLS: the broker rejected this device's client certificate "
+                f"(mqtt.tls.cert_file; expired or from another CA?) ({error.reason or text})")
+    return f"TLS: {error.reason or text}"

@@ -1,0 +1,164 @@
+"""sd_notify over a real datagram socket: what systemd would receive from the agent.
+
+The test plays the service manager: it binds the socket, passes it in ``NOTIFY_SOCKET`` (a path
+or an abstract name), sets ``WATCHDOG_USEC`` and reads what arrives. The camera is a FIFO fed
+with YUV4MPEG frames; when the feeder stops writing but keeps the FIFO open, the capture's
+``read()`` blocks for ever: a real hung pipeline, which must stop the watchdog pings.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.sdnotify import Notifier, socket_address
+
+W, H, FPS = 96, 64, 10
+
+
+class FakeManager:
+    """The receiving end of ``NOTIFY_SOCKET``; keeps every datagram with its arrival time."""
+
+    def __init__(self, address: str) -> None:
+        self.env_value = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(socket_address(address))
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, dict[str, str]]] = []
+
+    def collect(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.received.append((time.monotonic(), fields))
+
+    def wait_for(self, key: str, timeout: float) -> dict[str, str] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, fields in self.received:
+                if key in fields:
+                    return fields
+            self.collect(0.2)
+        return None
+
+    def times_of(self, key: str) -> list[float]:
+        return [at for at, fields in self.received if key in fields]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FifoCamera:
+    """A FIFO the agent reads as a video file; :meth:`hang` stops the frames, keeping it open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        os.mkfifo(path)
+        self.frames = 0
+        self._hang = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        with open(self.path, "wb") as fifo:  # blocks until the agent opens it
+            fifo.write(f"YUV4MPEG2 W{W} H{H} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
+            rng = np.random.default_rng(0)
+            while not self._hang.is_set():
+                image = rng.integers(90, 110, (H, W, 3), dtype=np.uint8)
+                fifo.write(b"FRAME\n" + cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes())
+                fifo.flush()
+                self.frames += 1
+                time.sleep(1 / FPS)
+            self._done.wait()
+
+    def hang(self) -> None:
+        self._hang.set()
+
+    def close(self) -> None:
+        self._hang.set()
+        self._done.set()
+
+
+@pytest.fixture
+def fifo_camera(tmp_path: Path) -> Iterator[FifoCamera]:
+    camera = FifoCamera(tmp_path / "camera.y4m")
+    yield camera
+    camera.close()
+
+
+def agent_config(broker, source: str, stall_s: float = 2.0) -> dict:
+    return {
+        "device_id": "notify-box",
+        "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 60},
+        "health": {"stall_s": stall_s},
+        "cameras": [{"name": "door", "source": source, "fps": FPS}],
+    }
+
+
+def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
+    broker, start_agent, fifo_camera: FifoCamera, tmp_path: Path
+) -> None:
+    manager = FakeManager(str(tmp_path / "notify.sock"))
+    agent = start_agent(agent_config(broker, str(fifo_camera.path)),
+                        env={"NOTIFY_SOCKET": manager.env_value, "WATCHDOG_USEC": "1000000"})
+    ready = manager.wait_for("READY", timeout=30)
+    assert ready is not None, agent.log
+    assert ready["READY"] == "1"
+    assert "1/1 camera(s) online, MQTT connected" in ready["STATUS"]
+
+    manager.collect(3)
+    pings = manager.times_of("WATCHDOG")
+    # WatchdogSec=1 asks for a ping every 0.25 s; the main loop turns every 0.5 s.
+    assert len(pings) >= 5, f"expected a ping every 0.5 s while frames flow, got {len(pings)}"
+    assert all(fields.get("WATCHDOG") == "1" for _, fields in manager.received if "WATCHDOG" in fields)
+
+    fifo_camera.hang()
+    hung_at = time.monotonic()
+    manager.collect(2.0 + 3)  # stall_s, plus margin for the last frames in flight
+    silent_from = time.monotonic() - 1.5
+    assert not [t for t in manager.times_of("WATCHDOG") if t > silent_from], "pings went on after the hang"
+    assert max(manager.times_of("WATCHDOG")) > hung_at - 1, "pings stopped before the hang"
+    statuses = [fields["STATUS"] for _, fields in manager.received if "STATUS" in fields]
+    assert any(s.startswith("HUNG: camera door: source open but no frame processed") for s in statuses), statuses
+    assert "watchdog: camera door" in agent.log
+    assert agent.process.poll() is None, "hanging is for systemd to punish, not for the agent to exit"
+    manager.close()
+
+
+def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_path: Path) -> None:
+    manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
+    config = agent_config(broker, "synthetic")
+    config["cameras"][0]["synthetic"] = {"width": 96, "height": 64, "people": 1, "anomaly": None}
+    agent = start_agent(config, env={"NOTIFY_SOCKET": manager.env_value})
+    assert manager.wait_for("READY", timeout=30) is not None, agent.log
+    assert agent.stop() == 0
+    manager.collect(0.5)
+    stopping = [fields for _, fields in manager.received if "STOPPING" in fields]
+    assert stopping and stopping[0]["STOPPING"] == "1" and stopping[0]["STATUS"].startswith("stopping")
+    assert not manager.times_of("WATCHDOG"), "no WATCHDOG_USEC, so no pings"
+    manager.close()
+
+
+def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:
+    notifier = Notifier(environ={})
+    assert not notifier.enabled
+    assert notifier.ready("x") is False and notifier.watchdog_s is None
+
+
+def test_watchdog_meant_for_another_process_is_ignored() -> None:
+    assert Notifier(environ={"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}).watchdog_s is None
+    assert Notifier(environ={"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_s == 4.0
