@@ -5,11 +5,14 @@ It runs with a config file of its own in a temporary folder and is stopped by it
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -43,11 +46,15 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class LocalBroker:
-    """``persistence=True`` keeps sessions and queued messages across :meth:`stop` / :meth:`start`."""
+    """``persistence=True`` keeps sessions and queued messages across :meth:`stop` / :meth:`start`;
+    ``extra_config``: mosquitto.conf lines for the listener (TLS files, ``acl_file``, ...)."""
 
-    def __init__(self, port: int | None = None, *, persistence: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, persistence: bool = False, extra_config: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
         self.persistence = persistence
+        self.extra_config = list(extra_config)
         self.host = "127.0.0.1"
         self._dir = Path(tempfile.mkdtemp(prefix="edge-agent-broker-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,7 +66,10 @@ class LocalBroker:
         )
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
-            f"log_dest file {self._dir / 'mosquitto.log'}\n"
+            # Started as root, mosquitto would switch to user mosquitto and not read the caller's
+            # (private) certificate and ACL files.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            f"log_dest file {self._dir / 'mosquitto.log'}\n" + "".join(f"{line}\n" for line in self.extra_config)
         )
         self.process = subprocess.Popen(
             [find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

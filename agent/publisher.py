@@ -35,7 +35,8 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttConfig
 from agent.messages import Message
 from agent.outbox import Entry, Outbox
-from agent.tls import describe_tls_error, make_context
+from agent.tls import configure as configure_tls
+from agent.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ class MqttPublisher(threading.Thread):
             password = self.config.password.get_secret_value() if self.config.password else None
             client.username_pw_set(self.config.username, password)
         if self.config.tls is not None:
-            client.tls_set_context(make_context(self.config.tls))
-            client.tls_insecure_set(self.config.tls.insecure_skip_verify)
+            configure_tls(client, self.config.tls)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

@@ -9,11 +9,31 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
 
 from agent.config import TlsConfig
 from agent.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+def configure(client: mqtt.Client, tls: TlsConfig) -> None:
+    """Make ``client`` speak TLS as ``tls`` says, and report why the broker drops the handshake.
+
+    Under TLS 1.3 the broker checks the client certificate after ``connect()`` has returned; its
+    alert reaches paho on the first read, which only logs it and reports "connection lost". The
+    ``on_log`` hook turns that log line into a warning that names the cause.
+    """
+    client.tls_set_context(make_context(tls))
+    client.tls_insecure_set(tls.insecure_skip_verify)
+    client.on_log = _log_handshake_alert
+
+
+def _log_handshake_alert(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+    if level == mqtt.MQTT_LOG_ERR and (cause := client_cert_rejection(text)):
+        log.warning("%s", cause)
 
 
 def make_context(tls: TlsConfig) -> ssl.SSLContext:
@@ -50,6 +70,14 @@ _CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert cer
                          "alert certificate expired", "alert certificate unknown")
 
 
+def client_cert_rejection(text: str) -> str | None:
+    """The broker's TLS alert in ``text`` that means it did not accept our certificate, explained."""
+    if not any(alert in text.lower() for alert in _CLIENT_CERT_REJECTED):
+        return None
+    return f"TLS: the broker rejected this device's client certificate (mqtt.tls.cert_file: expired, or " \
+           f"from another CA?): {text}"
+
+
 def describe_tls_error(error: ssl.SSLError) -> str:
     """What went wrong in the handshake, and which setting to look at."""
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -63,8 +91,4 @@ def describe_tls_error(error: ssl.SSLError) -> str:
         else:
             hint = "the broker's certificate is not trusted"
         return f"TLS: {hint} ({message})"
-    text = str(error)
-    if any(alert in text.lower() for alert in _CLIENT_CERT_REJECTED):
-        return (f"TLS: the broker rejected this device's client certificate "
-                f"(mqtt.tls.cert_file; expired or from another CA?) ({error.reason or text})")
-    return f"TLS: {error.reason or text}"
+    return client_cert_rejection(str(error)) or f"TLS: {error.reason or error}"
