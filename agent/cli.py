@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -22,9 +23,39 @@ class JournalFormatter(logging.Formatter):
         return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
 
 
-def setup_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (Unix seconds), level, logger, message, and exc if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class JournalJsonFormatter(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is the journald stream systemd set up: ``JOURNAL_STREAM`` names its
+    device and inode, and a child whose stderr was redirected elsewhere must not add prefixes."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError):
+        return False
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
+    journal = stderr_is_journal()
+    if log_format == "json":
+        handler.setFormatter(JournalJsonFormatter() if journal else JsonFormatter())
+    elif journal:
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
@@ -40,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     data = read_config_data(path)
     file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
-    setup_logging(args.log_level or file_config.log_level)
+    setup_logging(args.log_level or file_config.log_level, file_config.log_format)
     store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
     try:
         config = store.validate()
