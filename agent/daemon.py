@@ -25,6 +25,8 @@ from agent.errors import ModelError, UserError
 from agent.events import EventReporter
 from agent.delegates import DelegatedModel
 from agent.health import STARTING, HealthMonitor
+from agent.homeassistant import HomeAssistant
+from agent.http_metrics import MetricsServer
 from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
@@ -113,7 +115,10 @@ class Agent:
         # Replaced, never changed in place, so other threads can iterate over it safely.
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
         self._cpu_mark = (time.monotonic(), time.process_time())
+        self._frames_mark = {name: 0 for name in self.cameras}
         self.service = ServiceWatchdog(self.cameras, self.publisher, HealthMonitor(config.health.stall_s))
+        self.homeassistant = HomeAssistant(config, self.cameras, self.publisher)
+        self.http = MetricsServer(self) if config.http.enabled else None
 
     def _load_model(self, config: AgentConfig) -> DelegatedModel:
         """One camera's model; ``state`` is republished when its delegate changes (after start-up:
@@ -182,7 +187,7 @@ class Agent:
                     continue  # not known yet; published when its source first opens or fails
                 payload = b"online" if runtime.online else b"offline"
                 messages.append(Message(self.topics.camera_status(name), payload, retain=True))
-        return messages
+        return messages + self.homeassistant.birth_messages()
 
     def state(self) -> dict[str, Any]:
         any_model = next(iter(self.models.values()), None)
@@ -221,8 +226,12 @@ class Agent:
         cameras = {}
         for name, runtime in self.cameras.items():
             pipeline = runtime.pipeline
+            frames = pipeline.frames_processed
+            fps = (frames - self._frames_mark[name]) / max(now - then, 1e-6)
+            self._frames_mark[name] = frames
             cameras[name] = {
-                "frames": pipeline.frames_processed,
+                "frames": frames,
+                "fps": round(fps, 2),
                 "dropped_frames": runtime.slot.dropped,
                 "reconnects": runtime.capture.reconnects,
                 "score": None if pipeline.last_score is None else round(pipeline.last_score, 3),
@@ -261,6 +270,8 @@ class Agent:
         if self.control is not None:
             self.control.start()
         self.publisher.start()
+        if self.http is not None:
+            self.http.start()
         log.info("agent %s started: device %s, %d camera(s), model %s (%s)", __version__,
                  self.config.device_id, len(self.cameras),
                  next(iter(self.models.values())).info.name if self.models else "-",
@@ -274,6 +285,7 @@ class Agent:
         next_metrics = time.monotonic() + interval
         while not self.stop_event.wait(0.5):
             self.service.tick()
+            self.homeassistant.tick()
             if time.monotonic() >= next_metrics:
                 next_metrics += interval
                 self.publisher.publish(Message.json(self.topics.metrics, self.metrics(), qos=0))
@@ -292,6 +304,8 @@ class Agent:
             runtime.stop.set()
         for runtime in self.cameras.values():
             runtime.halt()
+        if self.http is not None:
+            self.http.stop()
         left = self.publisher.close(timeout=timeout)
         if left:
             log.warning("stopped with %d message(s) not acknowledged by the broker", left)

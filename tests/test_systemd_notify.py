@@ -1,4 +1,5 @@
-"""sd_notify over a real datagram socket: what systemd would receive from the agent.
+"""sd_notify over a real datagram socket: what systemd would receive from the agent; and the
+local ``/healthz`` and ``/metrics`` endpoint, which gives the same verdict over HTTP.
 
 The test plays the service manager: it binds the socket, passes it in ``NOTIFY_SOCKET`` (a path
 or an abstract name), sets ``WATCHDOG_USEC`` and reads what arrives. The camera is a FIFO fed
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.error
+import urllib.request
 import threading
 import time
 import uuid
@@ -20,6 +23,10 @@ import cv2
 import numpy as np
 import pytest
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.broker import free_port
+from agent.config import HttpConfig
 from agent.sdnotify import Notifier, socket_address
 
 W, H, FPS = 96, 64, 10
@@ -100,9 +107,18 @@ def fifo_camera(tmp_path: Path) -> Iterator[FifoCamera]:
     camera.close()
 
 
-def agent_config(broker, source: str, stall_s: float = 2.0) -> dict:
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def agent_config(broker, source: str, stall_s: float = 2.0, http_port: int | None = None) -> dict:
     return {
         "device_id": "notify-box",
+        "http": {"enabled": http_port is not None, "port": http_port or 9860},
         "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 60},
         "health": {"stall_s": stall_s},
         "cameras": [{"name": "door", "source": source, "fps": FPS}],
@@ -113,7 +129,8 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     broker, start_agent, fifo_camera: FifoCamera, tmp_path: Path
 ) -> None:
     manager = FakeManager(str(tmp_path / "notify.sock"))
-    agent = start_agent(agent_config(broker, str(fifo_camera.path)),
+    port = free_port()
+    agent = start_agent(agent_config(broker, str(fifo_camera.path), http_port=port),
                         env={"NOTIFY_SOCKET": manager.env_value, "WATCHDOG_USEC": "1000000"})
     ready = manager.wait_for("READY", timeout=30)
     assert ready is not None, agent.log
@@ -125,6 +142,14 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     # WatchdogSec=1 asks for a ping every 0.25 s; the main loop turns every 0.5 s.
     assert len(pings) >= 5, f"expected a ping every 0.5 s while frames flow, got {len(pings)}"
     assert all(fields.get("WATCHDOG") == "1" for _, fields in manager.received if "WATCHDOG" in fields)
+    assert get(port, "/healthz") == (200, "ok\n")
+    status, text = get(port, "/metrics")
+    metrics = {sample.name: sample for family in text_string_to_metric_families(text) for sample in family.samples}
+    assert status == 200
+    assert metrics["edge_agent_frames_total"].labels == {"camera": "door"}
+    assert metrics["edge_agent_frames_total"].value > 10
+    assert metrics["edge_agent_mqtt_connected"].value == 1 and metrics["edge_agent_healthy"].value == 1
+    assert metrics["process_resident_memory_bytes"].value > 0
 
     fifo_camera.hang()
     hung_at = time.monotonic()
@@ -135,6 +160,8 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     statuses = [fields["STATUS"] for _, fields in manager.received if "STATUS" in fields]
     assert any(s.startswith("HUNG: camera door: source open but no frame processed") for s in statuses), statuses
     assert "watchdog: camera door" in agent.log
+    status, text = get(port, "/healthz")
+    assert status == 503 and text.startswith("camera door: source open but no frame processed")
     assert agent.process.poll() is None, "hanging is for systemd to punish, not for the agent to exit"
     manager.close()
 
@@ -151,6 +178,11 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
     assert stopping and stopping[0]["STOPPING"] == "1" and stopping[0]["STATUS"].startswith("stopping")
     assert not manager.times_of("WATCHDOG"), "no WATCHDOG_USEC, so no pings"
     manager.close()
+
+
+def test_http_endpoint_is_off_by_default_and_loopback_only_when_on() -> None:
+    assert HttpConfig().enabled is False
+    assert HttpConfig(enabled=True).host == "127.0.0.1"
 
 
 def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:

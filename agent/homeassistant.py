@@ -1,0 +1,128 @@
+"""Home Assistant: a retained ON/OFF anomaly state per camera, and MQTT discovery configs.
+
+``{base}/{device}/{camera}/anomaly`` (retained) is ``ON`` while the camera has an open event and
+``OFF`` otherwise; it is published whatever ``homeassistant.enabled`` says, since any consumer can
+use it. With discovery on, each camera gets three entities, announced (retained) on every connect:
+
+- ``binary_sensor`` *Anomaly*: the anomaly topic; the latest event JSON as its attributes;
+- ``sensor`` *Anomaly score* and *Frame rate*: from the metrics topic (``expire_after`` makes
+  them unavailable when metrics stop).
+
+Discovery topics use the ``<prefix>/<component>/<node_id>/<object_id>/config`` form with the
+device id as node id, so the broker's per-device ACL can allow ``homeassistant/+/%u/#``.
+All entities are available only while both ``{base}/{device}/status`` and the camera's status
+say ``online``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.publisher import Message, MqttPublisher
+from agent.topics import Topics
+
+ON, OFF = b"ON", b"OFF"
+
+
+class ReporterLike(Protocol):
+    current: object | None
+
+
+class PipelineLike(Protocol):
+    reporter: ReporterLike
+
+
+class CameraLike(Protocol):
+    pipeline: PipelineLike
+
+
+def anomaly_topic(topics: Topics, camera: str) -> str:
+    return f"{topics.root}/{camera}/anomaly"
+
+
+def discovery_configs(config: AgentConfig, cameras: list[str]) -> dict[str, dict[str, Any]]:
+    """Discovery topic -> entity config, for every camera."""
+    topics = Topics(config.mqtt.base_topic, config.device_id)
+    device = config.device_id
+    prefix = config.homeassistant.prefix
+    device_block = {
+        "identifiers": [f"edge-agent_{device}"],
+        "name": device,
+        "manufacturer": "edge-agent",
+        "model": "edge-agent video anomaly detector",
+        "sw_version": __version__,
+    }
+    expire_after = int(3 * config.mqtt.metrics_interval_s) + 1
+    out: dict[str, dict[str, Any]] = {}
+    for camera in cameras:
+        availability = {
+            "availability": [
+                {"topic": topics.status, "payload_available": "online", "payload_not_available": "offline"},
+                {"topic": topics.camera_status(camera), "payload_available": "online",
+                 "payload_not_available": "offline"},
+            ],
+            "availability_mode": "all",
+            "device": device_block,
+        }
+        out[f"{prefix}/binary_sensor/{device}/{camera}_anomaly/config"] = {
+            "name": f"{camera} anomaly",
+            "unique_id": f"edge-agent_{device}_{camera}_anomaly",
+            "state_topic": anomaly_topic(topics, camera),
+            "payload_on": ON.decode(),
+            "payload_off": OFF.decode(),
+            "json_attributes_topic": topics.event(camera),
+            "icon": "mdi:cctv",
+            **availability,
+        }
+        metric = f"value_json.cameras[{json.dumps(camera)}]"
+        for key, name, unit in (("score", "anomaly score", None), ("fps", "frame rate", "fps")):
+            entity = {
+                "name": f"{camera} {name}",
+                "unique_id": f"edge-agent_{device}_{camera}_{key}",
+                "state_topic": topics.metrics,
+                "value_template": f"{{{{ {metric}.{key} }}}}",
+                "state_class": "measurement",
+                "expire_after": expire_after,
+                **availability,
+            }
+            if unit:
+                entity["unit_of_measurement"] = unit
+            out[f"{prefix}/sensor/{device}/{camera}_{key}/config"] = entity
+    return out
+
+
+class HomeAssistant:
+    """Keeps the anomaly topics in step with the cameras' open events; announces discovery."""
+
+    def __init__(self, config: AgentConfig, cameras: Mapping[str, CameraLike], publisher: MqttPublisher) -> None:
+        self.config = config
+        self.cameras = cameras
+        self.publisher = publisher
+        self.topics = Topics(config.mqtt.base_topic, config.device_id)
+        self._published: dict[str, bytes] = {}
+
+    def _state(self, name: str) -> bytes:
+        return ON if self.cameras[name].pipeline.reporter.current is not None else OFF
+
+    def birth_messages(self) -> list[Message]:
+        """Sent on every connect: discovery configs (if enabled), then each camera's anomaly state."""
+        messages = []
+        if self.config.homeassistant.enabled:
+            for topic, entity in discovery_configs(self.config, list(self.cameras)).items():
+                messages.append(Message.json(topic, entity, retain=True))
+        for name in self.cameras:
+            self._published[name] = self._state(name)
+            messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
+        return messages
+
+    def tick(self) -> None:
+        """Called from the main loop: publish ON/OFF where a camera's event opened or closed."""
+        for name in self.cameras:
+            state = self._state(name)
+            if name in self._published and self._published[name] != state:
+                self._published[name] = state
+                self.publisher.publish(Message(anomaly_topic(self.topics, name), state, retain=True))
