@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.publisher import Message, MqttPublisher
+from agent.messages import Message
+from agent.publisher import MqttPublisher
 from agent.topics import Topics
 
 ON, OFF = b"ON", b"OFF"

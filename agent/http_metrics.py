@@ -70,6 +70,23 @@ class AgentCollector(Collector):
             ("connects", stats.connects, "Successful broker connections"),
         ):
             yield CounterMetricFamily(f"edge_agent_mqtt_{name}", help_text, value=value)
+        outbox = publisher.outbox
+        depth = outbox.depth()
+        rows = GaugeMetricFamily("edge_agent_outbox_rows", "Unacknowledged messages on disk", labels=["kind"])
+        size = GaugeMetricFamily("edge_agent_outbox_bytes", "Payload bytes on disk", labels=["kind"])
+        for key, value in depth.items():
+            if key.endswith("_bytes"):
+                size.add_metric([key.removesuffix("_bytes")], value)
+            else:
+                rows.add_metric([key.removesuffix("s")], value)
+        yield rows
+        yield size
+        yield GaugeMetricFamily("edge_agent_outbox_high_water", "1 when unsent events pass outbox.event_high_water",
+                                value=int(depth.get("events", 0) >= outbox.event_high_water))
+        yield CounterMetricFamily("edge_agent_outbox_unpersisted", "Messages kept in memory only (disk error)",
+                                  value=outbox.stats.unpersisted)
+        yield CounterMetricFamily("edge_agent_outbox_dropped_snapshots", "Unsent snapshots dropped over quota",
+                                  value=outbox.stats.dropped_snapshots)
 
 
 class MetricsServer:
