@@ -282,6 +282,16 @@ class AgentConfig(Strict):
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _watchdog_after_reopen(self) -> AgentConfig:
+        # A stalled live stream is first the capture's to reopen; the watchdog restarting the whole
+        # process is the last resort, so it must wait longer.
+        slowest = max((camera.stall_timeout_s for camera in self.cameras), default=0.0)
+        if self.health.stall_s <= slowest:
+            raise ValueError(f"health.stall_s ({_number(self.health.stall_s)}) must exceed every camera's "
+                             f"stall_timeout_s (largest: {_number(slowest)})")
+        return self
+
     @field_validator("cameras")
     @classmethod
     def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:

@@ -17,6 +17,7 @@ say ``online``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -104,6 +105,8 @@ class HomeAssistant:
         self.cameras = cameras
         self.publisher = publisher
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
+        # birth_messages runs on the publisher thread, tick on the main thread
+        self._lock = threading.Lock()
         self._published: dict[str, bytes] = {}
 
     def _state(self, name: str) -> bytes:
@@ -115,15 +118,20 @@ class HomeAssistant:
         if self.config.homeassistant.enabled:
             for topic, entity in discovery_configs(self.config, list(self.cameras)).items():
                 messages.append(Message.json(topic, entity, retain=True))
-        for name in self.cameras:
-            self._published[name] = self._state(name)
-            messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
+        with self._lock:
+            for name in self.cameras:
+                self._published[name] = self._state(name)
+                messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
         return messages
 
     def tick(self) -> None:
         """Called from the main loop: publish ON/OFF where a camera's event opened or closed."""
-        for name in self.cameras:
-            state = self._state(name)
-            if name in self._published and self._published[name] != state:
-                self._published[name] = state
-                self.publisher.publish(Message(anomaly_topic(self.topics, name), state, retain=True))
+        changed = []
+        with self._lock:
+            for name in self.cameras:
+                state = self._state(name)
+                if name in self._published and self._published[name] != state:
+                    self._published[name] = state
+                    changed.append(Message(anomaly_topic(self.topics, name), state, retain=True))
+        for message in changed:  # outside the lock: no lock of ours is held across a publish
+            self.publisher.publish(message)

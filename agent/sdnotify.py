@@ -71,11 +71,6 @@ class Notifier:
     def stopping(self, status: str = "stopping") -> bool:
         return self.notify("STOPPING=1", f"STATUS={status}")
 
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:
     """Seconds of ``WatchdogSec=``, if the watchdog is meant for this process (sd_watchdog_enabled)."""

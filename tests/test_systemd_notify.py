@@ -26,7 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.broker import free_port
-from agent.config import HttpConfig
+from agent.config import HttpConfig, parse_config
+from agent.errors import ConfigError
 from agent.sdnotify import Notifier, socket_address
 
 W, H, FPS = 96, 64, 10
@@ -121,7 +122,7 @@ def agent_config(broker, source: str, stall_s: float = 2.0, http_port: int | Non
         "http": {"enabled": http_port is not None, "port": http_port or 9860},
         "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 60},
         "health": {"stall_s": stall_s},
-        "cameras": [{"name": "door", "source": source, "fps": FPS}],
+        "cameras": [{"name": "door", "source": source, "fps": FPS, "stall_timeout_s": stall_s / 2}],
     }
 
 
@@ -184,6 +185,14 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
 def test_http_endpoint_is_off_by_default_and_loopback_only_when_on() -> None:
     assert HttpConfig().enabled is False
     assert HttpConfig(enabled=True).host == "127.0.0.1"
+
+
+def test_watchdog_must_wait_longer_than_a_stalled_stream_takes_to_be_reopened() -> None:
+    camera = {"name": "door", "source": "rtsp://127.0.0.1/cam", "stall_timeout_s": 20}
+    with pytest.raises(ConfigError) as error:
+        parse_config({"health": {"stall_s": 20}, "cameras": [camera]})
+    assert "health.stall_s (20) must exceed every camera's stall_timeout_s (largest: 20)" in str(error.value)
+    assert parse_config({"health": {"stall_s": 21}, "cameras": [camera]}).health.stall_s == 21
 
 
 def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:
