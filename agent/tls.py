@@ -18,13 +18,44 @@ from agent.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: How long to listen for the broker's verdict on our certificate after a TLS 1.3 handshake.
+VERDICT_WAIT_S = 0.3
+
+
+class VerdictSocket(ssl.SSLSocket):
+    """An ``SSLSocket`` whose handshake also waits briefly for the broker's verdict.
+
+    Under TLS 1.3 the broker checks the client certificate after the client considers the
+    handshake done; a refusal arrives as an alert on the next read, which paho may instead see
+    as a reset on its first write, with the cause lost. An MQTT broker never speaks before the
+    client's CONNECT, so reading here loses no data: it either times out (accepted) or raises
+    the alert from ``connect()``, where the publisher reports it.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        if self.version() != "TLSv1.3":
+            return
+        previous = self.gettimeout()
+        self.settimeout(VERDICT_WAIT_S)
+        try:
+            data = self.recv(1)
+        except TimeoutError:
+            return
+        finally:
+            self.settimeout(previous)
+        raise ConnectionResetError(
+            "the broker closed the connection right after the TLS handshake" if not data
+            else "the broker sent data before CONNECT (not an MQTT broker?)"
+        )
+
 
 def configure(client: mqtt.Client, tls: TlsConfig) -> None:
     """Make ``client`` speak TLS as ``tls`` says, and report why the broker drops the handshake.
 
-    Under TLS 1.3 the broker checks the client certificate after ``connect()`` has returned; its
-    alert reaches paho on the first read, which only logs it and reports "connection lost". The
-    ``on_log`` hook turns that log line into a warning that names the cause.
+    A refusal of our certificate that comes later than :data:`VERDICT_WAIT_S` (a slow link)
+    reaches paho on a read, which only logs it and reports "connection lost"; the ``on_log``
+    hook turns that log line into a warning that names the cause.
     """
     client.tls_set_context(make_context(tls))
     client.tls_insecure_set(tls.insecure_skip_verify)
@@ -53,6 +84,7 @@ def make_context(tls: TlsConfig) -> ssl.SSLContext:
                 f"mqtt.tls.cert_file/key_file: cannot load {tls.cert_file} with {tls.key_file}: "
                 f"{_reason(error)}"
             ) from None
+        context.sslsocket_class = VerdictSocket
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

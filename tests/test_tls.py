@@ -248,3 +248,22 @@ def test_tls_settings_are_checked_when_the_config_is_loaded(tmp_path: Path) -> N
     config = load_config(path)
     assert config.mqtt.tls is not None and config.mqtt.tls.ca_file == tmp_path / "ca.crt"
     assert "hunter2" not in repr(config) and "hunter2" not in config.model_dump_json()
+
+
+def test_turning_verification_off_takes_an_explicit_setting_and_is_logged_loudly(
+    pki: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agent")
+    tls = device_tls(pki, "dev-a").model_copy(update={"insecure_skip_verify": True})
+    with tls_broker(pki, "wrong") as broker:  # a name that does not match: refused by default (above)
+        publisher = start_publisher(broker, tls, "dev-a", tmp_path)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not publisher.connected:
+                time.sleep(0.05)
+            assert publisher.connected
+        finally:
+            publisher.close(timeout=1)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("insecure_skip_verify is true" in r.getMessage() and "NOT verified" in r.getMessage()
+               for r in errors), caplog.text
