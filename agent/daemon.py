@@ -38,7 +38,8 @@ from agent.watchdog import ServiceWatchdog
 log = logging.getLogger(__name__)
 
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
-RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote")
+RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote",
+                "log_format", "health", "http", "homeassistant")
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 
@@ -115,9 +116,11 @@ class Agent:
         # Replaced, never changed in place, so other threads can iterate over it safely.
         self.cameras = {camera.name: self._build_camera(camera) for camera in enabled}
         self._cpu_mark = (time.monotonic(), time.process_time())
-        self._frames_mark = {name: 0 for name in self.cameras}
-        self.service = ServiceWatchdog(self.cameras, self.publisher, HealthMonitor(config.health.stall_s))
-        self.homeassistant = HomeAssistant(config, self.cameras, self.publisher)
+        self._frames_mark: dict[str, int] = {}
+        # Given the getter, not the dict: remote changes replace self.cameras.
+        cameras = lambda: self.cameras  # noqa: E731
+        self.service = ServiceWatchdog(cameras, self.publisher, HealthMonitor(config.health.stall_s))
+        self.homeassistant = HomeAssistant(config, cameras, self.publisher)
         self.http = MetricsServer(self) if config.http.enabled else None
 
     def _load_model(self, config: AgentConfig) -> DelegatedModel:
@@ -227,7 +230,8 @@ class Agent:
         for name, runtime in self.cameras.items():
             pipeline = runtime.pipeline
             frames = pipeline.frames_processed
-            fps = (frames - self._frames_mark[name]) / max(now - then, 1e-6)
+            mark = self._frames_mark.get(name, 0)
+            fps = (frames - mark if frames >= mark else frames) / max(now - then, 1e-6)  # restarted: from 0
             self._frames_mark[name] = frames
             cameras[name] = {
                 "frames": frames,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agent import __version__
@@ -98,40 +98,63 @@ def discovery_configs(config: AgentConfig, cameras: list[str]) -> dict[str, dict
 
 
 class HomeAssistant:
-    """Keeps the anomaly topics in step with the cameras' open events; announces discovery."""
+    """Keeps the anomaly topics in step with the cameras' open events, and the discovery configs
+    in step with the set of cameras (remote configuration may add or remove one)."""
 
-    def __init__(self, config: AgentConfig, cameras: Mapping[str, CameraLike], publisher: MqttPublisher) -> None:
+    def __init__(
+        self, config: AgentConfig, cameras: Callable[[], Mapping[str, CameraLike]], publisher: MqttPublisher
+    ) -> None:
         self.config = config
         self.cameras = cameras
         self.publisher = publisher
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         # birth_messages runs on the publisher thread, tick on the main thread
         self._lock = threading.Lock()
+        #: What each camera's anomaly topic last said; empty until the first connect.
         self._published: dict[str, bytes] = {}
+        self._born = False
 
-    def _state(self, name: str) -> bytes:
-        return ON if self.cameras[name].pipeline.reporter.current is not None else OFF
-
-    def birth_messages(self) -> list[Message]:
-        """Sent on every connect: discovery configs (if enabled), then each camera's anomaly state."""
+    def _announce(self, cameras: Mapping[str, CameraLike], names: list[str]) -> list[Message]:
+        """Discovery configs (if enabled) and the anomaly state of ``names``; call under the lock."""
         messages = []
         if self.config.homeassistant.enabled:
-            for topic, entity in discovery_configs(self.config, list(self.cameras)).items():
+            for topic, entity in discovery_configs(self.config, names).items():
                 messages.append(Message.json(topic, entity, retain=True))
-        with self._lock:
-            for name in self.cameras:
-                self._published[name] = self._state(name)
-                messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
+        for name in names:
+            self._published[name] = ON if cameras[name].pipeline.reporter.current is not None else OFF
+            messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
         return messages
 
-    def tick(self) -> None:
-        """Called from the main loop: publish ON/OFF where a camera's event opened or closed."""
-        changed = []
+    def _retract(self, names: list[str]) -> list[Message]:
+        """Empty retained payloads: Home Assistant deletes the entities, the broker the topics."""
+        topics = [anomaly_topic(self.topics, name) for name in names]
+        if self.config.homeassistant.enabled:
+            topics += list(discovery_configs(self.config, names))
+        for name in names:
+            del self._published[name]
+        return [Message(topic, b"", retain=True) for topic in topics]
+
+    def birth_messages(self) -> list[Message]:
+        """Sent on every connect: discovery configs, then each camera's anomaly state."""
+        cameras = self.cameras()
         with self._lock:
-            for name in self.cameras:
-                state = self._state(name)
-                if name in self._published and self._published[name] != state:
+            self._born = True
+            self._published.clear()
+            return self._announce(cameras, list(cameras))
+
+    def tick(self) -> None:
+        """Called from the main loop: publish ON/OFF where an event opened or closed, announce
+        cameras that were added and retract those removed since the last tick."""
+        cameras = self.cameras()
+        with self._lock:
+            if not self._born:
+                return  # the first connect announces everything
+            messages = self._announce(cameras, [n for n in cameras if n not in self._published])
+            messages += self._retract([n for n in self._published if n not in cameras])
+            for name, camera in cameras.items():
+                state = ON if camera.pipeline.reporter.current is not None else OFF
+                if self._published[name] != state:
                     self._published[name] = state
-                    changed.append(Message(anomaly_topic(self.topics, name), state, retain=True))
-        for message in changed:  # outside the lock: no lock of ours is held across a publish
+                    messages.append(Message(anomaly_topic(self.topics, name), state, retain=True))
+        for message in messages:  # outside the lock: no lock of ours is held across a publish
             self.publisher.publish(message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agent.health import CameraLike, HealthMonitor, started, summary
 from agent.publisher import MqttPublisher
@@ -25,7 +25,7 @@ STATUS_EVERY_S = 5.0
 class ServiceWatchdog:
     def __init__(
         self,
-        cameras: Mapping[str, CameraLike],
+        cameras: Callable[[], Mapping[str, CameraLike]],
         publisher: MqttPublisher,
         monitor: HealthMonitor,
         notifier: Notifier | None = None,
@@ -45,7 +45,8 @@ class ServiceWatchdog:
 
     def tick(self) -> None:
         now = time.monotonic()
-        problems = self.monitor.problems(self.cameras, self.publisher)
+        cameras = self.cameras()
+        problems = self.monitor.problems(cameras, self.publisher)
         verdict_changed = bool(problems) != bool(self.problems)
         if verdict_changed:
             if problems:
@@ -53,9 +54,9 @@ class ServiceWatchdog:
             else:
                 log.info("watchdog: progress again")
         self.problems = problems
-        status = summary(self.cameras, self.publisher, problems)
+        status = summary(cameras, self.publisher, problems)
         stats = self.publisher.stats
-        if not self.ready and started(self.cameras, self.publisher, stats.connects + stats.connect_failures):
+        if not self.ready and started(cameras, self.publisher, stats.connects + stats.connect_failures):
             self.ready = True
             self.notifier.ready(status)
             self._status_at = now

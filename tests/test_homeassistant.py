@@ -115,3 +115,64 @@ def test_agent_announces_entities_and_flips_the_anomaly_state_on_a_real_event(
         "discovery configs and the anomaly state are retained for Home Assistant restarts"
     assert late.on("/anomaly")[-1].payload == b"OFF"
     agent.stop()
+
+
+def test_cameras_added_or_removed_remotely_are_announced_and_retracted(
+    broker: LocalBroker,
+    subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[..., AgentProcess],
+) -> None:
+    sub = subscribe(["homeassistant/#", "edge/ha-fleet/#"])
+    small = {"width": 96, "height": 64, "people": 1, "anomaly": None}
+    agent = start_agent({
+        "device_id": "ha-fleet",
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "homeassistant": {"enabled": True},
+        "remote": {"health_timeout_s": 10},
+        "cameras": [{"name": "lawn", "source": "synthetic", "synthetic": small}],
+    })
+    gate_anomaly = "homeassistant/binary_sensor/ha-fleet/gate_anomaly/config"
+    assert sub.wait_for(lambda: len(sub.on("/config")) == 3, timeout=30), agent.log
+
+    def change(patch: dict[str, Any]) -> None:
+        """Send until answered: on its first connect the agent subscribes only after its birth
+        messages, so a request sent at once may find no subscriber yet."""
+        before = len(sub.on("/config/result"))
+        for _ in range(10):
+            sub.client.publish("edge/ha-fleet/config/set", json.dumps(patch), qos=1)
+            if sub.wait_for(lambda: len(sub.on("/config/result")) > before, timeout=2):
+                break
+        assert json.loads(sub.on("/config/result")[-1].payload)["status"] == "applied", agent.log
+
+    change({"cameras": {"gate": {"source": "synthetic", "synthetic": small}}})
+    assert sub.wait_for(lambda: any(m.topic == gate_anomaly and m.payload for m in sub.messages), timeout=5)
+    assert [m.payload for m in sub.on("edge/ha-fleet/gate/anomaly")] == [b"OFF"]
+
+    change({"cameras": {"gate": None}})
+    assert sub.wait_for(lambda: [m.payload for m in sub.messages if m.topic == gate_anomaly][-1] == b"", 5), \
+        "an empty retained config removes the entity from Home Assistant"
+    assert sub.on("edge/ha-fleet/gate/anomaly")[-1].payload == b""
+    agent.stop()
+
+
+def test_home_assistant_settings_change_only_with_a_restart(
+    broker: LocalBroker,
+    subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[..., AgentProcess],
+) -> None:
+    sub = subscribe(["edge/ha-frozen/config/result"])
+    agent = start_agent({
+        "device_id": "ha-frozen",
+        "mqtt": {"host": broker.host, "port": broker.port},
+        "cameras": [{"name": "lawn", "source": "synthetic",
+                     "synthetic": {"width": 96, "height": 64, "people": 1, "anomaly": None}}],
+    })
+    assert agent.wait_for_log("MQTT connected", timeout=30), agent.log
+    for _ in range(10):  # until subscribed (see above)
+        sub.client.publish("edge/ha-frozen/config/set", json.dumps({"homeassistant": {"enabled": True}}), qos=1)
+        if sub.wait_for(lambda: sub.messages, timeout=2):
+            break
+    answer = json.loads(sub.messages[-1].payload)
+    assert answer["status"] == "rejected"
+    assert answer["errors"] == ["homeassistant: cannot be changed over MQTT; edit the config file and restart"]
+    agent.stop()

@@ -44,7 +44,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pki")
     make_certs(root / "ca", "ca")
     make_certs(root / "ca", "server", "127.0.0.1", "localhost")
-    for device in ("dev-a", "dev-b", "homeassistant"):
+    for device in ("dev-a", "dev-b", "homeassistant", "operator"):
         make_certs(root / "ca", "device", device)
     make_certs(root / "ca", "device", "expired", "--days", "-1")
     make_certs(root / "other", "ca")
@@ -194,11 +194,16 @@ def delays(log: str) -> list[float]:
     return [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log)]
 
 
+def tls_client(broker: LocalBroker, pki: Path, name: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.tls_set_context(client_context(pki, name))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
 def test_acl_keeps_a_device_to_its_own_topics(broker: LocalBroker, pki: Path, observer: Observer) -> None:
-    device_a = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    device_a.tls_set_context(client_context(pki, "dev-a"))
-    device_a.connect(broker.host, broker.port)
-    device_a.loop_start()
+    device_a = tls_client(broker, pki, "dev-a")
     try:
         forged = device_a.publish("edge/dev-b/door/event", b'{"type": "start"}', qos=1)
         own = device_a.publish("edge/dev-a/door/event", b'{"type": "start"}', qos=1)
@@ -267,3 +272,28 @@ def test_turning_verification_off_takes_an_explicit_setting_and_is_logged_loudly
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert any("insecure_skip_verify is true" in r.getMessage() and "NOT verified" in r.getMessage()
                for r in errors), caplog.text
+
+
+def test_acl_lets_a_device_read_only_the_requests_meant_for_it(broker: LocalBroker, pki: Path) -> None:
+    received: list[str] = []
+    subscribed = threading.Event()
+    device_a = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    device_a.tls_set_context(client_context(pki, "dev-a"))
+    device_a.on_connect = lambda c, *a: c.subscribe("edge/+/config/set", qos=1)
+    device_a.on_subscribe = lambda *a: subscribed.set()
+    device_a.on_message = lambda c, u, message: received.append(message.topic)
+    device_a.connect(broker.host, broker.port)
+    device_a.loop_start()
+    operator = tls_client(broker, pki, "operator")
+    try:
+        assert subscribed.wait(10)
+        operator.publish("edge/dev-b/config/set", b'{"log_level": "DEBUG"}', qos=1).wait_for_publish(5)
+        operator.publish("edge/dev-a/config/set", b'{"log_level": "DEBUG"}', qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not received:
+            time.sleep(0.05)
+        assert received == ["edge/dev-a/config/set"], "dev-a must not see dev-b's requests"
+    finally:
+        for client in (device_a, operator):
+            client.loop_stop()
+            client.disconnect()
