@@ -88,7 +88,7 @@ def test_agent_announces_entities_and_flips_the_anomaly_state_on_a_real_event(
     subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[..., AgentProcess],
 ) -> None:
-    sub = subscribe(["homeassistant/#", "edge/ha-box/#"])
+    sub = subscribe(["homeassistant/+/ha-box/#", "edge/ha-box/#"])
     agent = start_agent({
         "device_id": "ha-box",
         "mqtt": {"host": broker.host, "port": broker.port, "metrics_interval_s": 1},
@@ -110,7 +110,7 @@ def test_agent_announces_entities_and_flips_the_anomaly_state_on_a_real_event(
     assert starts, "ON came with a real event"
     metrics = json.loads(sub.on("/metrics")[-1].payload)
     assert metrics["cameras"]["lawn"]["fps"] > 5 and metrics["cameras"]["lawn"]["score"] is not None
-    late = subscribe(["homeassistant/#", "edge/ha-box/lawn/anomaly"])
+    late = subscribe(["homeassistant/+/ha-box/#", "edge/ha-box/lawn/anomaly"])
     assert late.wait_for(lambda: len(late.on("/config")) == 3 and late.on("/anomaly"), timeout=5), \
         "discovery configs and the anomaly state are retained for Home Assistant restarts"
     assert late.on("/anomaly")[-1].payload == b"OFF"
@@ -122,7 +122,7 @@ def test_cameras_added_or_removed_remotely_are_announced_and_retracted(
     subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[..., AgentProcess],
 ) -> None:
-    sub = subscribe(["homeassistant/#", "edge/ha-fleet/#"])
+    sub = subscribe(["homeassistant/+/ha-fleet/#", "edge/ha-fleet/#"])
     small = {"width": 96, "height": 64, "people": 1, "anomaly": None}
     agent = start_agent({
         "device_id": "ha-fleet",
@@ -135,13 +135,10 @@ def test_cameras_added_or_removed_remotely_are_announced_and_retracted(
     assert sub.wait_for(lambda: len(sub.on("/config")) == 3, timeout=30), agent.log
 
     def change(patch: dict[str, Any]) -> None:
-        """Send until answered: on its first connect the agent subscribes only after its birth
-        messages, so a request sent at once may find no subscriber yet."""
+        # The agent subscribes before its birth messages, so once they are here it listens.
         before = len(sub.on("/config/result"))
-        for _ in range(10):
-            sub.client.publish("edge/ha-fleet/config/set", json.dumps(patch), qos=1)
-            if sub.wait_for(lambda: len(sub.on("/config/result")) > before, timeout=2):
-                break
+        sub.client.publish("edge/ha-fleet/config/set", json.dumps(patch), qos=1)
+        assert sub.wait_for(lambda: len(sub.on("/config/result")) > before, timeout=20), agent.log
         assert json.loads(sub.on("/config/result")[-1].payload)["status"] == "applied", agent.log
 
     change({"cameras": {"gate": {"source": "synthetic", "synthetic": small}}})
@@ -160,19 +157,17 @@ def test_home_assistant_settings_change_only_with_a_restart(
     subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[..., AgentProcess],
 ) -> None:
-    sub = subscribe(["edge/ha-frozen/config/result"])
+    sub = subscribe(["edge/ha-frozen/status", "edge/ha-frozen/config/result"])
     agent = start_agent({
         "device_id": "ha-frozen",
         "mqtt": {"host": broker.host, "port": broker.port},
         "cameras": [{"name": "lawn", "source": "synthetic",
                      "synthetic": {"width": 96, "height": 64, "people": 1, "anomaly": None}}],
     })
-    assert agent.wait_for_log("MQTT connected", timeout=30), agent.log
-    for _ in range(10):  # until subscribed (see above)
-        sub.client.publish("edge/ha-frozen/config/set", json.dumps({"homeassistant": {"enabled": True}}), qos=1)
-        if sub.wait_for(lambda: sub.messages, timeout=2):
-            break
-    answer = json.loads(sub.messages[-1].payload)
+    assert sub.wait_for(lambda: sub.on("/status"), timeout=30), agent.log
+    sub.client.publish("edge/ha-frozen/config/set", json.dumps({"homeassistant": {"enabled": True}}), qos=1)
+    assert sub.wait_for(lambda: sub.on("/config/result"), timeout=20), agent.log
+    answer = json.loads(sub.on("/config/result")[-1].payload)
     assert answer["status"] == "rejected"
     assert answer["errors"] == ["homeassistant: cannot be changed over MQTT; edit the config file and restart"]
     agent.stop()
