@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-tflite-runtime venv mosquitto clean
+.PHONY: demo test test-tflite-runtime test-tools venv mosquitto clean
 
 venv: $(VENV)/.installed
 
@@ -21,10 +21,19 @@ mosquitto:
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
 
+# What the deployment tests use, from Debian's packages where missing: shellcheck (install.sh),
+# openssl (the TLS tests' certificates), systemd-analyze (the unit's verify and security score).
+test-tools: mosquitto
+	@missing=""; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -z "$$missing" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; }
+
 demo: venv mosquitto
 	$(BIN)/edge-agent demo --duration 30
 
-test: venv mosquitto
+test: venv test-tools
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-tflite-runtime
 
