@@ -195,11 +195,18 @@ class TamperConfig(Strict):
     blinded_saturated: float = Field(0.5, gt=0, le=1)
 
 
+Point = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+
+
 class SnapshotConfig(Strict):
     jpeg_quality: int = Field(85, ge=10, le=100)
     max_width: int = Field(1280, ge=64)
+    #: A JPEG larger than this is re-encoded at lower quality, then smaller, until it fits.
+    max_bytes: int | None = Field(None, ge=2000)
     #: Also publish an unannotated copy on ``{camera}/snapshot/clean``.
     clean_copy: bool = False
+    #: Polygons (frame pixel coordinates) blacked out in every published image, before encoding.
+    privacy_masks: list[Annotated[list[Point], Field(min_length=3)]] = []
 
 
 class GatingConfig(Strict):

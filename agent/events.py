@@ -21,7 +21,7 @@ from agent.inference import ModelInfo
 from agent.messages import Message
 from agent.publisher import MqttPublisher
 from agent.scoring import Region
-from agent.snapshot import Snapshot, encode_jpeg, fit_width, render_snapshots
+from agent.snapshot import Snapshot, encode_jpeg, publishable, render_snapshots
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ class EventReporter:
 
     def publish_frame(self, frame: Frame) -> None:
         """Publish ``frame`` unannotated on the snapshot topic (asked for, not an event's)."""
-        fitted, _ = fit_width(frame.image, self.camera.snapshot.max_width)
-        jpeg = encode_jpeg(fitted, self.camera.snapshot.jpeg_quality).jpeg
+        config = self.camera.snapshot
+        fitted, _ = publishable(frame.image, config)
+        jpeg = encode_jpeg(fitted, config.jpeg_quality, config.max_bytes).jpeg
         props = {"event_id": f"manual-{int(frame.ts)}", "content_type": "image/jpeg"}
         self.publisher.publish_snapshot(Message(self.topics.snapshot(self.camera.name), jpeg, retain=True,
                                                 user_properties=props, content_type="image/jpeg"))

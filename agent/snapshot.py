@@ -38,11 +38,35 @@ def fit_width(image: np.ndarray, max_width: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def encode_jpeg(image: np.ndarray, quality: int) -> Snapshot:
-    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return Snapshot(buffer.tobytes(), image.shape[1], image.shape[0])
+MIN_QUALITY = 20
+SHRINK = 0.75
+
+
+def encode_jpeg(image: np.ndarray, quality: int, max_bytes: int | None = None) -> Snapshot:
+    """JPEG of ``image``; over ``max_bytes``, the quality drops in steps to 20, then the size."""
+    while True:
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        if max_bytes is None or len(buffer) <= max_bytes or image.shape[1] < 64:
+            return Snapshot(buffer.tobytes(), image.shape[1], image.shape[0])
+        if quality > MIN_QUALITY:
+            quality = max(MIN_QUALITY, quality - 10)
+        else:
+            size = (round(image.shape[1] * SHRINK), round(image.shape[0] * SHRINK))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def publishable(image: np.ndarray, config: SnapshotConfig) -> tuple[np.ndarray, float]:
+    """The image with its privacy masks burned in, fitted to ``max_width``; and the scale applied.
+
+    Masks are drawn on the full frame before anything else, so no published pixel escapes them.
+    """
+    if config.privacy_masks:
+        image = image.copy()
+        polygons = [np.asarray(mask, np.int32) for mask in config.privacy_masks]
+        cv2.fillPoly(image, polygons, (0, 0, 0))
+    return fit_width(image, config.max_width)
 
 
 def annotate(
@@ -71,9 +95,9 @@ def render_snapshots(
     image: np.ndarray, *, region: Region, camera: str, ts: float, score: float, event_id: str,
     config: SnapshotConfig,
 ) -> tuple[Snapshot, Snapshot | None]:
-    """The annotated snapshot and, if configured, the clean one, both fitted to ``max_width``."""
-    fitted, scale = fit_width(image, config.max_width)
+    """The annotated snapshot and, if configured, the clean one: masked, fitted, within the byte cap."""
+    fitted, scale = publishable(image, config)
     scaled = Region(*(round(v * scale) for v in region.as_list()))
     annotated = annotate(fitted, region=scaled, camera=camera, ts=ts, score=score, event_id=event_id)
-    clean = encode_jpeg(fitted, config.jpeg_quality) if config.clean_copy else None
-    return encode_jpeg(annotated, config.jpeg_quality), clean
+    clean = encode_jpeg(fitted, config.jpeg_quality, config.max_bytes) if config.clean_copy else None
+    return encode_jpeg(annotated, config.jpeg_quality, config.max_bytes), clean

@@ -38,3 +38,34 @@ def test_no_clean_copy_unless_asked() -> None:
     annotated, clean = render_snapshots(frame, region=Region(0, 0, 10, 10), camera="c", ts=0.0, score=1.0,
                                         event_id="e", config=SnapshotConfig())
     assert clean is None and annotated.jpeg[:2] == b"\xff\xd8"
+
+
+def noisy_frame(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+def test_privacy_masks_are_burned_into_every_published_copy() -> None:
+    window = [(500, 300), (620, 300), (620, 460), (500, 460)]  # a neighbour's window, bottom right
+    config = SnapshotConfig(max_width=320, clean_copy=True, privacy_masks=[window])
+    for seed in range(3):  # whatever the frame shows there
+        annotated, clean = render_snapshots(
+            noisy_frame(seed), region=Region(0, 100, 80, 80), camera="cam", ts=0.0, score=9.0,
+            event_id="e", config=config)
+        assert clean is not None
+        for jpeg in (annotated.jpeg, clean.jpeg):
+            inside = decode(jpeg)[158:222, 258:302].astype(int)  # the mask, scaled by 0.5, inset
+            # Black, give or take JPEG's ringing from the noisy edge; the frame's noise has mean ~128.
+            assert inside.mean() < 5 and inside.max() < 40
+    outside = decode(clean.jpeg)[155:225, 150:200]
+    assert outside.mean() > 90  # the rest of the frame keeps its content (noise, mean ~128)
+
+
+def test_the_byte_cap_lowers_quality_then_size_until_the_jpeg_fits() -> None:
+    frame = noisy_frame()  # noise compresses badly: the worst case for a cap
+    uncapped, _ = render_snapshots(frame, region=Region(0, 0, 10, 10), camera="c", ts=0.0, score=1.0,
+                                   event_id="e", config=SnapshotConfig())
+    for cap in (150_000, 40_000, 8_000):
+        capped, _ = render_snapshots(frame, region=Region(0, 0, 10, 10), camera="c", ts=0.0, score=1.0,
+                                     event_id="e", config=SnapshotConfig(max_bytes=cap))
+        assert len(uncapped.jpeg) > cap >= len(capped.jpeg)
+        assert decode(capped.jpeg).shape[:2] == (capped.height, capped.width)
