@@ -155,6 +155,23 @@ def cmd_config(args: argparse.Namespace) -> int:
         client.close()
 
 
+def cmd_enhance(args: argparse.Namespace) -> int:
+    import cv2
+
+    from agent.enhance_eval import evaluate, figure, report
+
+    cv2.setNumThreads(1)  # the figure is per core
+    root = Path(args.eval)
+    if not root.is_dir():
+        raise UserError(f"--eval: {root} is not a folder")
+    print(report(evaluate(root, args.per_sequence), args.json))
+    if args.figure:
+        figure(root, Path(args.figure))
+        if not args.json:
+            print(f"figure written to {args.figure}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -229,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--base", default="edge", help="base topic (default: edge)")
     config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device")
     config.set_defaults(func=cmd_config)
+
+    enhance = sub.add_parser("enhance", help="measure snapshot enhancement on degraded real frames")
+    enhance.add_argument("--eval", required=True, metavar="DIR", help="folder(s) of image sequences, searched recursively")
+    enhance.add_argument("--per-sequence", type=int, default=8, help="frames taken from each folder (default 8)")
+    enhance.add_argument("--json", action="store_true", help="print one JSON object")
+    enhance.add_argument("--figure", metavar="PNG", help="also write degraded / enhanced / annotated side by side")
+    enhance.set_defaults(func=cmd_enhance)
 
     demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")

@@ -198,6 +198,24 @@ class TamperConfig(Strict):
 Point = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
 
 
+class EnhanceConfig(Strict):
+    """Enhancement of published snapshots (see :mod:`agent.enhance`)."""
+
+    #: ``auto`` enhances only frames that are dark, flat or noisy; ``always``; ``off``.
+    mode: Literal["auto", "always", "off"] = "auto"
+    #: Frames averaged by the temporal denoiser (1 turns it off).
+    denoise_frames: int = Field(4, ge=1, le=16)
+    gamma: bool = True
+    clahe: bool = True
+    clahe_clip: float = Field(2.0, gt=0)
+    #: Unsharp-mask amount (0 turns it off).
+    sharpen: float = Field(0.0, ge=0, le=3)
+    #: ``auto`` thresholds: mean grey below this is dark, its spread below this flat, noise above this noisy.
+    dark_below: float = Field(80.0, ge=0, le=255)
+    flat_below: float = Field(25.0, ge=0)
+    noisy_above: float = Field(6.0, ge=0)
+
+
 class SnapshotConfig(Strict):
     jpeg_quality: int = Field(85, ge=10, le=100)
     max_width: int = Field(1280, ge=64)
@@ -207,6 +225,7 @@ class SnapshotConfig(Strict):
     clean_copy: bool = False
     #: Polygons (frame pixel coordinates) blacked out in every published image, before encoding.
     privacy_masks: list[Annotated[list[Point], Field(min_length=3)]] = []
+    enhance: EnhanceConfig = EnhanceConfig()
 
 
 class GatingConfig(Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ class OpenEvent:
     start_pts: float
     peak_score: float
     best_image: np.ndarray
+    best_history: list[np.ndarray]
     best_region: Region
     best_ts: float
     best_changed: bool = True
@@ -59,6 +61,9 @@ class EventReporter:
         self.config_version = config_version
         self.current: OpenEvent | None = None
         self.events_started = 0
+        #: The camera's latest frames, oldest first, the current one last (kept by the pipeline),
+        #: as many as the snapshot's temporal denoiser averages.
+        self.recent: deque[np.ndarray] = deque(maxlen=camera.snapshot.enhance.denoise_frames)
         self._tamper_id = ""
         self._tamper_start = 0.0
 
@@ -73,6 +78,7 @@ class EventReporter:
         if score > event.peak_score:
             event.peak_score = score
             event.best_image, event.best_region, event.best_ts = frame.image, region, frame.ts
+            event.best_history = self.history()
             event.best_changed = True
         if transition is Transition.UPDATE:
             seq = self._report("update", score, region, frame.ts, frame.pts)
@@ -95,10 +101,14 @@ class EventReporter:
         )
         self.current = None
 
+    def history(self) -> list[np.ndarray]:
+        """The frames before the current one, for the snapshot's temporal denoiser."""
+        return list(self.recent)[:-1]
+
     def publish_frame(self, frame: Frame) -> None:
         """Publish ``frame`` unannotated on the snapshot topic (asked for, not an event's)."""
         config = self.camera.snapshot
-        fitted, _ = publishable(frame.image, config)
+        fitted, _ = publishable(frame.image, config, self.history())
         jpeg = encode_jpeg(fitted, config.jpeg_quality, config.max_bytes).jpeg
         props = {"event_id": f"manual-{int(frame.ts)}", "content_type": "image/jpeg"}
         self.publisher.publish_snapshot(Message(self.topics.snapshot(self.camera.name), jpeg, retain=True,
@@ -132,6 +142,7 @@ class EventReporter:
             start_pts=frame.pts,
             peak_score=score,
             best_image=frame.image,
+            best_history=self.history(),
             best_region=region,
             best_ts=frame.ts,
         )
@@ -144,7 +155,8 @@ class EventReporter:
 
     def _publish_snapshot(self, event: OpenEvent) -> None:
         annotated, clean = render_snapshots(
-            event.best_image, region=event.best_region, camera=self.camera.name, ts=event.best_ts,
+            event.best_image, history=event.best_history, region=event.best_region, camera=self.camera.name,
+            ts=event.best_ts,
             score=event.peak_score, event_id=event.id, config=self.camera.snapshot,
         )
         props = {"event_id": event.id, "content_type": "image/jpeg"}

@@ -99,6 +99,7 @@ class CameraPipeline(threading.Thread):
         self.camera = camera
         self.detector.config = camera.detector
         self.reporter.camera = camera
+        self.reporter.recent = deque(self.reporter.recent, maxlen=camera.snapshot.enhance.denoise_frames)
         if not camera.tamper.enabled:
             self.tamper = None
         elif self.tamper is None:
@@ -190,6 +191,7 @@ class CameraPipeline(threading.Thread):
             self._generation = frame.generation
             self.stream.reset()
             self.detector.reset()
+            self.reporter.recent.clear()  # a reopened source's frames need not line up with the old
         anomaly_map = self.stream(frame.image)
         t2 = time.perf_counter()
         self.times.add("preprocess", self.stream.last_times[0])
@@ -198,6 +200,7 @@ class CameraPipeline(threading.Thread):
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
+        self.reporter.recent.append(frame.image)
         if self._snapshot_requested.is_set():
             self._snapshot_requested.clear()
             self.reporter.publish_frame(frame)

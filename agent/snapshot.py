@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from agent.config import SnapshotConfig
+from agent.enhance import Enhancer
 from agent.scoring import Region
 
 BOX_COLOUR = (0, 0, 255)  # BGR red
@@ -57,11 +59,15 @@ def encode_jpeg(image: np.ndarray, quality: int, max_bytes: int | None = None) -
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def publishable(image: np.ndarray, config: SnapshotConfig) -> tuple[np.ndarray, float]:
-    """The image with its privacy masks burned in, fitted to ``max_width``; and the scale applied.
+def publishable(
+    image: np.ndarray, config: SnapshotConfig, history: Sequence[np.ndarray] = ()
+) -> tuple[np.ndarray, float]:
+    """The image enhanced (``history``: the frames before it, oldest first, for the denoiser),
+    with its privacy masks burned in, fitted to ``max_width``; and the scale applied.
 
-    Masks are drawn on the full frame before anything else, so no published pixel escapes them.
+    Masks are drawn on the full frame before it is encoded, so no published pixel escapes them.
     """
+    image = Enhancer(config.enhance)([*history, image])
     if config.privacy_masks:
         image = image.copy()
         polygons = [np.asarray(mask, np.int32) for mask in config.privacy_masks]
@@ -93,10 +99,11 @@ def annotate(
 
 def render_snapshots(
     image: np.ndarray, *, region: Region, camera: str, ts: float, score: float, event_id: str,
-    config: SnapshotConfig,
+    config: SnapshotConfig, history: Sequence[np.ndarray] = (),
 ) -> tuple[Snapshot, Snapshot | None]:
-    """The annotated snapshot and, if configured, the clean one: masked, fitted, within the byte cap."""
-    fitted, scale = publishable(image, config)
+    """The annotated snapshot and, if configured, the clean one: enhanced, masked, fitted, within
+    the byte cap."""
+    fitted, scale = publishable(image, config, history)
     scaled = Region(*(round(v * scale) for v in region.as_list()))
     annotated = annotate(fitted, region=scaled, camera=camera, ts=ts, score=score, event_id=event_id)
     clean = encode_jpeg(fitted, config.jpeg_quality, config.max_bytes) if config.clean_copy else None
