@@ -249,7 +249,7 @@ class CameraConfig(Strict):
     loop: bool = False
     #: Pace files and the synthetic scene at their frame rate, like a live camera.
     realtime: bool = True
-    #: Frame rate of folders and the synthetic scene; an upper bound on inference for others.
+    #: Frame rate of folders and the synthetic scene, and the pace of a file (default: its own).
     fps: PositiveFloat | None = None
     open_timeout_s: PositiveFloat = 10.0
     read_timeout_s: PositiveFloat = 10.0
