@@ -30,7 +30,7 @@ from agent.http_metrics import MetricsServer
 from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
-from agent.publisher import MqttPublisher, SeqCounter
+from agent.publisher import MqttPublisher
 from agent.remote_config import ConfigStore
 from agent.topics import Topics
 from agent.watchdog import ServiceWatchdog
@@ -101,7 +101,6 @@ class Agent:
             client_id=config.mqtt.client_id or f"edge-agent-{config.device_id}",
             will_topic=self.topics.status,
             birth=self._birth_messages,
-            seq=SeqCounter(config.state_dir / "event_seq"),
             outbox=Outbox(
                 config.state_dir / "outbox.sqlite3",
                 snapshot_quota_bytes=int(config.outbox.snapshot_quota_mb * 2**20),

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.messages import Message
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 ERROR_LOG_INTERVAL_S = 60.0
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -70,6 +72,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._last_error_log = float("-inf")
         self._db = self._open()
+        #: The device's last event ``seq``; kept in the database with the events it numbers.
+        self.seq = self._read_seq()
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection | None:
@@ -102,7 +106,7 @@ class Outbox:
             db.execute("PRAGMA synchronous=FULL")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("database disk image is malformed (quick_check failed)")
-            db.execute(SCHEMA)
+            db.executescript(SCHEMA)
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -114,7 +118,30 @@ class Outbox:
             self._last_error_log = now
             log.error("%s", text)
 
+    def _read_seq(self) -> int:
+        if self._db is None:
+            return 0
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
+
     # -- the producer side --------------------------------------------------------------------
+    def add_event(self, topic: str, event: dict[str, Any]) -> Entry:
+        """Stamp ``event`` with the device's next ``seq`` and persist both in one transaction,
+        so a crash can neither lose a numbered event nor leave a gap in the numbers."""
+        with self._lock:
+            self.seq += 1
+            event["seq"] = self.seq
+            message = Message.json(topic, event, qos=1)
+            row = self._insert(message, "event", seq=self.seq)
+            if row is None:
+                self.stats.unpersisted += 1
+            else:
+                self.stats.persisted += 1
+        return Entry(message, "event", row)
+
     def add(self, message: Message, kind: str) -> Entry:
         """Persist ``message`` (durably, before returning) and return its entry for the send queue."""
         with self._lock:
@@ -125,19 +152,24 @@ class Outbox:
                 self.stats.persisted += 1
         return Entry(message, kind, row)
 
-    def _insert(self, message: Message, kind: str) -> int | None:
+    def _insert(self, message: Message, kind: str, seq: int | None = None) -> int | None:
         if self._db is None:
             self._db = self._open()
             if self._db is None:
                 return None
         props = json.dumps({"user": message.user_properties, "content_type": message.content_type})
         try:
+            self._db.execute("BEGIN")
             cursor = self._db.execute(
                 "INSERT INTO outbox (kind, topic, payload, qos, retain, properties, created) VALUES (?,?,?,?,?,?,?)",
                 (kind, message.topic, message.payload, message.qos, int(message.retain), props, time.time()),
             )
+            if seq is not None:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?)", (seq,))
+            self._db.execute("COMMIT")
             return cursor.lastrowid
         except sqlite3.Error as error:  # disk full (SQLITE_FULL), read-only, I/O error
+            self._rollback()
             self._log_error(f"outbox {self.path}: cannot persist a {kind} ({error}); keeping it in memory "
                             "and publishing it live; counted in metrics as unpersisted")
             return None

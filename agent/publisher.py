@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -56,28 +55,6 @@ class PublisherStats:
     connect_failures: int = 0
 
 
-class SeqCounter:
-    """The per-device event sequence number, kept in the state directory across restarts."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.value = int(path.read_text().strip())
-        except (OSError, ValueError):
-            self.value = 0
-
-    def next(self) -> int:
-        self.value += 1
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(str(self.value))
-            tmp.replace(self.path)
-        except OSError as error:
-            log.error("cannot persist event seq to %s: %s", self.path, error)
-        return self.value
-
-
 def describe_connect_error(error: BaseException) -> str:
     if isinstance(error, ssl.SSLError):
         return describe_tls_error(error)
@@ -98,7 +75,6 @@ class MqttPublisher(threading.Thread):
         client_id: str,
         will_topic: str,
         birth: Callable[[], list[Message]],
-        seq: SeqCounter,
         outbox: Outbox,
         subscriptions: tuple[str, ...] = (),
         inbound: Callable[[mqtt.MQTTMessage], None] | None = None,
@@ -111,7 +87,6 @@ class MqttPublisher(threading.Thread):
         self.subscriptions = subscriptions
         self.inbound = inbound
         self.stats = PublisherStats()
-        self._seq = seq
         self._lock = threading.Lock()
         self._queue: deque[Entry] = deque(outbox.pending())  # what a previous run left undelivered
         self.stats.replayed = len(self._queue)
@@ -153,8 +128,7 @@ class MqttPublisher(threading.Thread):
     def publish_event(self, topic: str, event: dict[str, Any]) -> int:
         """Stamp the event with the device's next ``seq``, persist it and queue it; returns the seq."""
         with self._lock:
-            event["seq"] = self._seq.next()
-            self._queue.append(self.outbox.add(Message.json(topic, event, qos=1), "event"))
+            self._queue.append(self.outbox.add_event(topic, event))
         self._wake.set()
         return event["seq"]
 

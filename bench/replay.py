@@ -23,7 +23,7 @@ from agent.broker import LocalBroker
 from agent.config import MqttConfig
 from agent.messages import Message
 from agent.outbox import Outbox
-from agent.publisher import MqttPublisher, SeqCounter
+from agent.publisher import MqttPublisher
 
 TOPIC = "bench/replay/event"
 
@@ -66,7 +66,7 @@ def replay_rate(broker: LocalBroker, messages: int, payload: bytes, window: int,
     prefill = messages / (time.perf_counter() - started)
     publisher = MqttPublisher(
         MqttConfig(host=broker.host, port=broker.port, max_inflight=window), client_id="replay-bench",
-        will_topic="bench/replay/status", birth=list, seq=SeqCounter(folder / "seq"), outbox=outbox,
+        will_topic="bench/replay/status", birth=list, outbox=outbox,
     )
     started = time.perf_counter()
     publisher.start()

@@ -27,7 +27,7 @@ from agent.capture import CaptureWorker, FrameSlot
 from agent.config import CameraConfig, MqttConfig, SyntheticConfig
 from agent.messages import Message
 from agent.outbox import Outbox
-from agent.publisher import MqttPublisher, SeqCounter
+from agent.publisher import MqttPublisher
 from tests.conftest import AgentProcess, MjpegCamera
 
 #: A 30 s scene with a cyclist at 18 s, looped as fast as the agent can read it: one event a loop.
@@ -189,8 +189,7 @@ def publisher_on(broker: LocalBroker, tmp_path: Path) -> Iterator[Callable[[Outb
 
     def make(outbox: Outbox) -> MqttPublisher:
         publisher = MqttPublisher(MqttConfig(port=broker.port), client_id=f"p{len(made)}",
-                                  will_topic="edge/disk/status", birth=list,
-                                  seq=SeqCounter(tmp_path / f"seq{len(made)}"), outbox=outbox)
+                                  will_topic="edge/disk/status", birth=list, outbox=outbox)
         publisher.start()
         made.append(publisher)
         return publisher
@@ -250,3 +249,17 @@ def test_snapshots_beyond_the_quota_are_dropped_oldest_first_and_events_never(tm
     assert [e.row for e in outbox.pending() if e.kind == "snapshot"] == rows[2:]
     assert outbox.depth()["events"] == 3 and outbox.high_water
     assert outbox.stats.dropped_snapshots == 2
+
+
+def test_the_event_seq_is_kept_with_the_events_it_numbers(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite3", snapshot_quota_bytes=2**20, event_high_water=100)
+    first = [outbox.add_event("t", {"n": n}).message for n in range(3)]
+    assert [json.loads(m.payload)["seq"] for m in first] == [1, 2, 3]
+    outbox.close()
+    reopened = Outbox(tmp_path / "o.sqlite3", snapshot_quota_bytes=2**20, event_high_water=100)
+    assert reopened.seq == 3
+    assert json.loads(reopened.add_event("t", {}).message.payload)["seq"] == 4
+    # Delivered events leave the outbox; their numbers are not handed out again.
+    reopened.delivered([e.row for e in reopened.pending() if e.row is not None])
+    reopened.close()
+    assert Outbox(tmp_path / "o.sqlite3", snapshot_quota_bytes=2**20, event_high_water=100).seq == 4

@@ -14,7 +14,7 @@ from agent.frames import Frame
 from agent.inference import StreamingModel
 from agent.pipeline import CameraPipeline
 from agent.outbox import Outbox
-from agent.publisher import MqttPublisher, SeqCounter
+from agent.publisher import MqttPublisher
 from agent.sources.synthetic import SyntheticScene
 from agent.topics import Topics
 
@@ -23,7 +23,6 @@ def make_pipeline(tmp_path: Path, camera: CameraConfig) -> CameraPipeline:
     model = StreamingModel()
     # A publisher that is never started: messages stay in its queue, nothing is sent.
     publisher = MqttPublisher(MqttConfig(), client_id="t", will_topic="t/status", birth=list,
-                              seq=SeqCounter(tmp_path / "seq"),
                               outbox=Outbox(tmp_path / "outbox.sqlite3", snapshot_quota_bytes=2**20,
                                             event_high_water=100))
     reporter = EventReporter(camera, device_id="d", topics=Topics("edge", "d"), publisher=publisher,

@@ -24,7 +24,7 @@ from agent.broker import LocalBroker
 from agent.config import MqttConfig, TlsConfig
 from agent.messages import Message
 from agent.outbox import Outbox
-from agent.publisher import MqttPublisher, SeqCounter
+from agent.publisher import MqttPublisher
 
 REPO = Path(__file__).resolve().parent.parent
 MAKE_CERTS = REPO / "deploy" / "mosquitto" / "make-certs.sh"
@@ -133,7 +133,6 @@ def start_publisher(broker: LocalBroker, tls: TlsConfig, device: str, tmp_path: 
     publisher = MqttPublisher(
         config, client_id=f"edge-agent-{device}", will_topic=f"edge/{device}/status",
         birth=lambda: [Message(f"edge/{device}/status", b"online", retain=True)],
-        seq=SeqCounter(tmp_path / "seq"),
         outbox=Outbox(tmp_path / "outbox.sqlite3", snapshot_quota_bytes=2**20, event_high_water=100),
     )
     publisher.start()
