@@ -223,6 +223,8 @@ class SnapshotConfig(Strict):
     max_bytes: int | None = Field(None, ge=2000)
     #: Also publish an unannotated copy on ``{camera}/snapshot/clean``.
     clean_copy: bool = False
+    #: Also publish the event's region, with a margin, at full resolution on ``{camera}/snapshot/crop``.
+    crop: bool = False
     #: Polygons (frame pixel coordinates) blacked out in every published image, before encoding.
     privacy_masks: list[Annotated[list[Point], Field(min_length=3)]] = []
     enhance: EnhanceConfig = EnhanceConfig()

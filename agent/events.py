@@ -1,8 +1,9 @@
-"""Events: detector transitions -> event JSON and snapshot messages for one camera.
+"""Events: detector transitions -> event JSON, snapshot and clip messages for one camera.
 
-An event keeps its highest-scoring frame; its snapshot is published (retained, QoS 1) before the
-event message that describes it, at start and again at an update or the end when a better frame
-came. Images never go inside the JSON: the event names the snapshot's topic, size and sha256.
+An event keeps its highest-scoring frame (and that frame's anomaly map); its snapshots (annotated,
+and the optional clean copy and crop) are published (retained, QoS 1) before the event message that
+describes them, at start and again at an update or the end when a better frame came. Images never
+go inside the JSON: the event names each snapshot's topic, size and sha256.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from agent.inference import ModelInfo
 from agent.messages import Message
 from agent.publisher import MqttPublisher
 from agent.scoring import Region
-from agent.snapshot import Snapshot, encode_jpeg, publishable, render_snapshots
+from agent.snapshot import Rendered, encode_jpeg, publishable, render_snapshots
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ class OpenEvent:
     best_image: np.ndarray
     best_history: list[np.ndarray]
     best_region: Region
+    best_heat: np.ndarray | None
     best_ts: float
     best_changed: bool = True
-    snapshot: Snapshot | None = None
+    snapshots: Rendered | None = None
 
 
 class EventReporter:
@@ -67,10 +69,14 @@ class EventReporter:
         self._tamper_id = ""
         self._tamper_start = 0.0
 
-    def observe(self, frame: Frame, score: float, region: Region, transition: Transition | None) -> None:
-        """Feed every scored frame: keeps the event's best frame and reports transitions."""
+    def observe(
+        self, frame: Frame, score: float, region: Region, transition: Transition | None,
+        heat: np.ndarray | None = None,
+    ) -> None:
+        """Feed every scored frame (``heat``: its anomaly map, per-cell z-scores): keeps the
+        event's best frame and reports transitions."""
         if transition is Transition.START:
-            self._start(frame, score, region)
+            self._start(frame, score, region, heat)
             return
         event = self.current
         if event is None:
@@ -78,6 +84,7 @@ class EventReporter:
         if score > event.peak_score:
             event.peak_score = score
             event.best_image, event.best_region, event.best_ts = frame.image, region, frame.ts
+            event.best_heat = heat
             event.best_history = self.history()
             event.best_changed = True
         if transition is Transition.UPDATE:
@@ -135,7 +142,7 @@ class EventReporter:
         seq = self.publisher.publish_event(self.topics.tamper(self.camera.name), body)
         log.warning("tamper %s %s on %s: %s (seq %d)", self._tamper_id[:8], kind, self.camera.name, reason, seq)
 
-    def _start(self, frame: Frame, score: float, region: Region) -> None:
+    def _start(self, frame: Frame, score: float, region: Region, heat: np.ndarray | None) -> None:
         self.current = OpenEvent(
             id=uuid.uuid4().hex,
             start_ts=frame.ts,
@@ -144,6 +151,7 @@ class EventReporter:
             best_image=frame.image,
             best_history=self.history(),
             best_region=region,
+            best_heat=heat,
             best_ts=frame.ts,
         )
         self.events_started += 1
@@ -154,21 +162,29 @@ class EventReporter:
         )
 
     def _publish_snapshot(self, event: OpenEvent) -> None:
-        annotated, clean = render_snapshots(
+        rendered = render_snapshots(
             event.best_image, history=event.best_history, region=event.best_region, camera=self.camera.name,
-            ts=event.best_ts,
-            score=event.peak_score, event_id=event.id, config=self.camera.snapshot,
+            ts=event.best_ts, score=event.peak_score, event_id=event.id, config=self.camera.snapshot,
+            heat=event.best_heat, hot_from=self.camera.detector.on_threshold,
         )
         props = {"event_id": event.id, "content_type": "image/jpeg"}
-        topic = self.topics.snapshot(self.camera.name)
-        self.publisher.publish_snapshot(Message(topic, annotated.jpeg, retain=True, user_properties=props,
-                                                content_type="image/jpeg"))
-        if clean is not None:
-            self.publisher.publish_snapshot(Message(self.topics.snapshot(self.camera.name, clean=True),
-                                                    clean.jpeg, retain=True, user_properties=props,
-                                                    content_type="image/jpeg"))
-        event.snapshot = annotated
+        for kind, snapshot in rendered.items():
+            self.publisher.publish_snapshot(Message(self.topics.snapshot(self.camera.name, kind), snapshot.jpeg,
+                                                    retain=True, user_properties=props, content_type="image/jpeg"))
+        event.snapshots = rendered
         event.best_changed = False
+
+    def _describe_snapshots(self, rendered: Rendered) -> dict[str, Any]:
+        """The event's ``snapshot`` object: the annotated one's fields, ``clean`` and ``crop`` inside."""
+        described: dict[str, Any] = {}
+        for kind, snapshot in rendered.items():
+            fields = {"topic": self.topics.snapshot(self.camera.name, kind), "bytes": len(snapshot.jpeg),
+                      "sha256": snapshot.sha256, "width": snapshot.width, "height": snapshot.height}
+            if kind:
+                described[kind] = fields
+            else:
+                described.update(fields)
+        return described
 
     def _report(
         self, kind: str, score: float | None, region: Region | None, ts: float, pts: float,
@@ -178,8 +194,7 @@ class EventReporter:
         assert event is not None
         if event.best_changed:
             self._publish_snapshot(event)
-        snapshot = event.snapshot
-        assert snapshot is not None
+        assert event.snapshots is not None
         body: dict[str, Any] = {
             "type": kind,
             "id": event.id,
@@ -195,13 +210,7 @@ class EventReporter:
             "peak_score": round(event.peak_score, 3),
             "threshold": self.camera.detector.on_threshold,
             "region": (region or event.best_region).as_list(),
-            "snapshot": {
-                "topic": self.topics.snapshot(self.camera.name),
-                "bytes": len(snapshot.jpeg),
-                "sha256": snapshot.sha256,
-                "width": snapshot.width,
-                "height": snapshot.height,
-            },
+            "snapshot": self._describe_snapshots(event.snapshots),
             "model": {"name": self.model.name, "sha256": self.model.sha256},
             "config_version": self.config_version,
         }

@@ -58,5 +58,6 @@ class Topics:
     def tamper(self, camera: str) -> str:
         return f"{self.root}/{camera}/tamper"
 
-    def snapshot(self, camera: str, *, clean: bool = False) -> str:
-        return f"{self.root}/{camera}/snapshot" + ("/clean" if clean else "")
+    def snapshot(self, camera: str, kind: str = "") -> str:
+        """The annotated snapshot's topic, or with ``kind`` (``clean``, ``crop``) a sub-topic of it."""
+        return f"{self.root}/{camera}/snapshot" + (f"/{kind}" if kind else "")
