@@ -230,6 +230,40 @@ class SnapshotConfig(Strict):
     enhance: EnhanceConfig = EnhanceConfig()
 
 
+class ClipsConfig(Strict):
+    """Event clips: an MP4 per event with pre- and post-roll (see :mod:`agent.clips`)."""
+
+    enabled: bool = False
+    #: Seconds before the event's start, kept in memory, that open the clip.
+    pre_roll_s: float = Field(5.0, ge=0, le=60)
+    #: Seconds recorded after the event's end.
+    post_roll_s: float = Field(5.0, ge=0, le=300)
+    #: A clip (pre-roll included) ends here even if its event goes on; the rest is not recorded.
+    max_length_s: PositiveFloat = 60.0
+    fps: float = Field(10.0, gt=0, le=60)
+    #: Frame width of clips (height follows); smaller frames are not enlarged.
+    width: int = Field(640, ge=64, le=3840)
+    #: Where clips are written; ``null``: ``state_dir/clips``.
+    dir: Path | None = None
+    #: This camera's clips beyond this many bytes are deleted, oldest first.
+    max_bytes: int = Field(1_000_000_000, ge=1_000_000)
+    #: Clips older than this many hours are deleted too (``null``: only ``max_bytes`` counts).
+    max_age_h: PositiveFloat | None = None
+    #: Memory for the pre-roll frames (JPEG-compressed); the oldest go first beyond it.
+    buffer_mb: PositiveFloat = 16.0
+    #: ``path``: the announcement names the file on the box; ``chunked``: the file itself is
+    #: published too, in ``chunk_bytes`` pieces on ``{camera}/clip/{event_id}/{n}``.
+    payload: Literal["path", "chunked"] = "path"
+    chunk_bytes: int = Field(262_144, ge=1024, le=16 * 2**20)
+
+    @model_validator(mode="after")
+    def _longer_than_pre_roll(self) -> ClipsConfig:
+        if self.max_length_s <= self.pre_roll_s:
+            raise ValueError(f"max_length_s ({_number(self.max_length_s)}) must exceed pre_roll_s "
+                             f"({_number(self.pre_roll_s)})")
+        return self
+
+
 class GatingConfig(Strict):
     """Fewer model runs on a static scene, to save power (see :mod:`agent.stream`)."""
 
@@ -263,6 +297,7 @@ class CameraConfig(Strict):
     tamper: TamperConfig = TamperConfig()
     gating: GatingConfig = GatingConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
+    clips: ClipsConfig = ClipsConfig()
 
     @field_validator("source")
     @classmethod
@@ -460,6 +495,8 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:
             if value is not None and not value.is_absolute():
                 setattr(tls, key, base_dir / value)
     for camera in config.cameras:
+        if camera.clips.dir is not None and not camera.clips.dir.is_absolute():
+            camera.clips.dir = base_dir / camera.clips.dir
         if _looks_like_relative_path(camera.source) and (base_dir / camera.source).exists():
             camera.source = str(base_dir / camera.source)
 

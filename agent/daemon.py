@@ -142,7 +142,7 @@ class Agent:
         stop = threading.Event()
         reporter = EventReporter(
             camera, device_id=self.config.device_id, topics=self.topics, publisher=self.publisher,
-            model=model.info, config_version=self._config_version,
+            model=model.info, config_version=self._config_version, state_dir=self.config.state_dir,
         )
         pipeline = CameraPipeline(
             camera, slot=slot, model=model, reporter=reporter,

@@ -3,7 +3,8 @@
 An event keeps its highest-scoring frame (and that frame's anomaly map); its snapshots (annotated,
 and the optional clean copy and crop) are published (retained, QoS 1) before the event message that
 describes them, at start and again at an update or the end when a better frame came. Images never
-go inside the JSON: the event names each snapshot's topic, size and sha256.
+go inside the JSON: the event names each snapshot's topic, size and sha256. With clips on, the
+event's clip is announced on ``{camera}/clip`` once written (see :mod:`agent.clips`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agent.clips import Clip, ClipRecorder
 from agent.config import CameraConfig
 from agent.detector import Transition
 from agent.frames import Frame
@@ -54,6 +57,7 @@ class EventReporter:
         publisher: MqttPublisher,
         model: ModelInfo,
         config_version: int,
+        state_dir: Path = Path("state"),
     ) -> None:
         self.camera = camera
         self.device_id = device_id
@@ -68,6 +72,15 @@ class EventReporter:
         self.recent: deque[np.ndarray] = deque(maxlen=camera.snapshot.enhance.denoise_frames)
         self._tamper_id = ""
         self._tamper_start = 0.0
+        clips = camera.clips
+        self.clips = ClipRecorder(camera.name, clips, clips.dir or state_dir / "clips", self._announce_clip) \
+            if clips.enabled else None
+
+    def remember(self, frame: Frame) -> None:
+        """Keep the camera's newest frame: for the snapshot's denoiser and the clips' pre-roll."""
+        self.recent.append(frame.image)
+        if self.clips is not None:
+            self.clips.add(frame, self.camera.snapshot.privacy_masks)
 
     def observe(
         self, frame: Frame, score: float, region: Region, transition: Transition | None,
@@ -107,6 +120,14 @@ class EventReporter:
             event.id[:8], self.camera.name, event.peak_score, pts - event.start_pts, reason, seq,
         )
         self.current = None
+        if self.clips is not None:
+            self.clips.end(event.id, pts)
+
+    def stop(self, ts: float, pts: float, *, reason: str) -> None:
+        """The camera stops or its source ended: end the open event; clips are finished now."""
+        self.close(ts, pts, reason=reason)
+        if self.clips is not None:
+            self.clips.flush()
 
     def history(self) -> list[np.ndarray]:
         """The frames before the current one, for the snapshot's temporal denoiser."""
@@ -155,6 +176,8 @@ class EventReporter:
             best_ts=frame.ts,
         )
         self.events_started += 1
+        if self.clips is not None:
+            self.clips.start(self.current.id, frame.pts)
         seq = self._report("start", score, region, frame.ts, frame.pts)
         log.info(
             "event %s start on %s: score %.1f at %.1f s, region %s (seq %d)",
@@ -185,6 +208,30 @@ class EventReporter:
             else:
                 described.update(fields)
         return described
+
+    def _announce_clip(self, clip: Clip) -> None:
+        """On the clip writer's thread: the file in chunks if so configured, then the announcement
+        (an event message, with its own ``seq``, QoS 1 through the outbox)."""
+        config = self.camera.clips
+        body: dict[str, Any] = {"type": "clip", "id": clip.event_id, "seq": None, "device": self.device_id,
+                                "camera": self.camera.name, **clip.describe()}
+        if config.payload == "chunked":
+            body["chunks"] = self._publish_chunks(clip, config.chunk_bytes)
+        body["config_version"] = self.config_version
+        self.publisher.publish_event(self.topics.clip(self.camera.name), body)
+
+    def _publish_chunks(self, clip: Clip, chunk_bytes: int) -> dict[str, Any]:
+        """The clip file in pieces on ``{topic}/{n}`` (n from 0; not retained; durable like
+        snapshots, and under their outbox quota)."""
+        topic = self.topics.clip_chunks(self.camera.name, clip.event_id)
+        count = 0
+        with open(clip.path, "rb") as file:
+            while chunk := file.read(chunk_bytes):
+                props = {"event_id": clip.event_id, "n": str(count), "content_type": "video/mp4"}
+                self.publisher.publish_snapshot(Message(f"{topic}/{count}", chunk, user_properties=props,
+                                                        content_type="video/mp4"))
+                count += 1
+        return {"topic": topic, "count": count, "chunk_bytes": chunk_bytes}
 
     def _report(
         self, kind: str, score: float | None, region: Region | None, ts: float, pts: float,

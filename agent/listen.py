@@ -1,4 +1,5 @@
-"""The alert subscriber: prints events as they arrive, saves snapshots, finds gaps and duplicates.
+"""The alert subscriber: prints events and clip announcements as they arrive, saves snapshots,
+finds gaps and duplicates.
 
 Subscribes to one device or the whole fleet (``+``). Each device numbers its event messages with
 a rising ``seq``, so a missing number is a lost message and a repeated one a duplicate (QoS 1
@@ -100,12 +101,12 @@ class Listener:
             return
         root = f"{self.base}/{self.device}"
         client.subscribe([(f"{root}/status", 1), (f"{root}/+/status", 1), (f"{root}/+/event", 1),
-                          (f"{root}/+/tamper", 1), (f"{root}/+/snapshot", 1)])
+                          (f"{root}/+/tamper", 1), (f"{root}/+/clip", 1), (f"{root}/+/snapshot", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         parts = message.topic.split("/")
         try:
-            if parts[-1] in ("event", "tamper"):
+            if parts[-1] in ("event", "tamper", "clip"):
                 self._handle_event(message)
             elif parts[-1] == "snapshot":
                 self._handle_snapshot(parts[-3], parts[-2], message)
@@ -130,6 +131,9 @@ class Listener:
             who = f"{_now()}  {event['device'] + '/' + event['camera']:<24} {event['type'].upper():<6}"
             if event.get("kind") == "tamper":
                 self._print(f"{who} TAMPER id={event['id'][:8]} seq={event['seq']} {event['reason']}")
+            elif event["type"] == "clip":
+                self._print(f"{who} id={event['id'][:8]} seq={event['seq']} {event['duration_s']:.1f} s "
+                            f"({event['pre_roll_s']:.1f} s before) {event['codec']} {event['bytes']}B {event['path']}")
             else:
                 score = event.get("score")
                 score_text = "-" if score is None else f"{score:.1f}"

@@ -184,7 +184,7 @@ class CameraPipeline(threading.Thread):
         last = self._last_frame
         if last is not None:
             reason = "camera stopped" if self.stop.is_set() else "source ended"
-            self.reporter.close(last.ts, last.pts, reason=reason)
+            self.reporter.stop(last.ts, last.pts, reason=reason)
 
     def process(self, frame: Frame) -> None:
         if frame.generation != self._generation:
@@ -200,7 +200,7 @@ class CameraPipeline(threading.Thread):
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
-        self.reporter.recent.append(frame.image)
+        self.reporter.remember(frame)
         if self._snapshot_requested.is_set():
             self._snapshot_requested.clear()
             self.reporter.publish_frame(frame)

@@ -61,3 +61,10 @@ class Topics:
     def snapshot(self, camera: str, kind: str = "") -> str:
         """The annotated snapshot's topic, or with ``kind`` (``clean``, ``crop``) a sub-topic of it."""
         return f"{self.root}/{camera}/snapshot" + (f"/{kind}" if kind else "")
+
+    def clip(self, camera: str) -> str:
+        return f"{self.root}/{camera}/clip"
+
+    def clip_chunks(self, camera: str, event_id: str) -> str:
+        """Where a clip's chunks go, as ``{this}/{n}``."""
+        return f"{self.clip(camera)}/{event_id}"
