@@ -3,9 +3,10 @@
 The camera's pipeline thread hands every frame to :meth:`ClipRecorder.add`. Frames are sampled at
 ``clips.fps`` by their ``pts`` (a faster camera gives every n-th frame), shrunk to ``clips.width``,
 privacy-masked and JPEG-compressed into a ring holding the last ``pre_roll_s`` seconds (and at
-most ``buffer_mb``). Why JPEG rather than raw arrays: a 640x360 frame is 675 KiB raw and 30-60 KiB
-as a quality-90 JPEG, which takes about 0.5 ms to encode here; five seconds at 10 fps are then a
-few MB per camera instead of 34 MB, on boxes that have 512 MB for everything.
+most ``buffer_mb``). Why JPEG rather than raw arrays: a 640x360 frame is 675 KiB raw and about
+50 KiB as a quality-90 JPEG, and shrinking and encoding a 720p frame takes about 0.7 ms here; five
+seconds at 10 fps are then about 2.5 MB per camera instead of 34 MB, on boxes that have 512 MB for
+everything (``python -m bench.clips``).
 
 When an event starts, the ring's frames open its clip and later frames follow as they come, until
 ``post_roll_s`` after the event's end or ``max_length_s`` after the clip's first frame. One
