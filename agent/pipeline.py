@@ -224,7 +224,6 @@ class CameraPipeline(threading.Thread):
         t3 = time.perf_counter()
         height, width = frame.image.shape[:2]
         region = cell_region(cell, self.stream.grid, (width, height))
-        heat = (anomaly_map - self._scorer.mean) * self._scorer.inv_std  # the z-scores the scorer took the max of
-        self.reporter.observe(frame, score, region, decision.transition, heat)
+        self.reporter.observe(frame, score, region, decision.transition, self._scorer.z_scores(anomaly_map))
         self.times.add("score", t3 - t2)
         self.times.add("report", time.perf_counter() - t3)

@@ -114,9 +114,13 @@ class CellScorer:
         self.mean = stats.mean
         self.inv_std = 1.0 / np.maximum(stats.std, max(floor, 1e-9))
 
+    def z_scores(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """Each cell's z-score against its normal statistics (the heat a snapshot shows)."""
+        return (anomaly_map - self.mean) * self.inv_std
+
     def __call__(self, anomaly_map: np.ndarray) -> tuple[float, tuple[int, int]]:
         """The frame's score (largest cell z-score) and the (row, col) of that cell."""
-        z = (anomaly_map - self.mean) * self.inv_std
+        z = self.z_scores(anomaly_map)
         flat = int(np.argmax(z))
         row, col = divmod(flat, z.shape[1])
         return float(z[row, col]), (row, col)
