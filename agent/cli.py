@@ -172,6 +172,45 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    import cv2
+
+    from agent.evaluation.run import Options, default_normal, evaluate, format_report
+
+    started = time.perf_counter()
+    cv2.setNumThreads(1)  # the step time is one thread's
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"--data: {data} is not a folder")
+    if args.normal and args.no_normal:
+        raise UserError("--normal and --no-normal contradict each other")
+    normal = None if args.no_normal else Path(args.normal) if args.normal else default_normal(data)
+    if normal is not None and not normal.exists():
+        raise UserError(f"--normal: {normal} does not exist")
+    if not args.no_plots:
+        from agent.evaluation.plots import pyplot, write_plots
+
+        pyplot()  # a missing matplotlib is said now, not after the run
+    evaluation = evaluate(Options(
+        data=data, model=Path(args.model) if args.model else Options.model, normal=normal, fps=args.fps,
+        gating=args.gating, localisation=not args.no_localisation,
+        progress=not args.json and sys.stderr.isatty(),
+    ))
+    report = evaluation.report
+    if not args.no_plots:
+        report["plots"] = [str(p) for p in write_plots(evaluation, Path(args.plots))]
+    report["seconds_total"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(format_report(evaluation))
+    if not args.no_plots:
+        print(f"plots: {', '.join(report['plots'])}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -253,6 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--json", action="store_true", help="print one JSON object")
     enhance.add_argument("--figure", metavar="PNG", help="also write degraded / enhanced / annotated side by side")
     enhance.set_defaults(func=cmd_enhance)
+
+    evaluation = sub.add_parser("eval", help="measure the anomaly model on labelled clips, beside baselines")
+    evaluation.add_argument("--data", required=True, metavar="DIR",
+                            help="labelled set in the UCSD Ped2 layout: testing/frames/NN/*.jpg, testing/labels.json")
+    evaluation.add_argument("--model", metavar="FILE", help="int8 model (default: the shipped one); its sidecar "
+                            "gives the normalisation, its float twin is measured beside it")
+    evaluation.add_argument("--normal", metavar="PATH", help="normal footage of the same scene for the baselines' "
+                            "statistics and the localisation (default: DIR/training/frames when present); a "
+                            "folder of clip folders, a folder of images or a video")
+    evaluation.add_argument("--no-normal", action="store_true", help="no normal footage: no per-cell baseline, no localisation")
+    evaluation.add_argument("--plots", default="eval-out", metavar="DIR", help="where the PNG plots go (default eval-out)")
+    evaluation.add_argument("--no-plots", action="store_true", help="no plots (matplotlib not needed)")
+    evaluation.add_argument("--no-localisation", action="store_true", help="skip the hottest-cell localisation figure")
+    evaluation.add_argument("--gating", action="store_true", help="with static-scene gating (cameras[].gating)")
+    evaluation.add_argument("--fps", type=float, default=10.0, help="frame rate of the clips (default 10)")
+    evaluation.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluation.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")
