@@ -211,6 +211,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from agent.calibrate import calibrate, format_result, write
+    from agent.config import CameraConfig, ModelConfig, load_config
+    from agent.daemon import calibration_path
+    from agent.delegates import DelegatedModel
+
+    setup_logging("WARNING")
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be > 0 seconds")
+    if args.config:
+        config = load_config(args.config)
+        names = [c.name for c in config.cameras]
+        if args.camera is None and len(names) != 1:
+            raise UserError(f"--camera: which one of {', '.join(names)}?")
+        camera = next((c for c in config.cameras if c.name == (args.camera or names[0])), None)
+        if camera is None:
+            raise UserError(f"--camera: no camera {args.camera!r} in {args.config} (it has {', '.join(names)})")
+        if args.model:
+            raise UserError("--model: the model is the config's (model.path) with --config")
+        if camera.calibration.mode != "auto":
+            print(f"note: camera {camera.name} has calibration.mode {camera.calibration.mode}: the agent "
+                  "reads this file only with mode auto", file=sys.stderr)
+        model_config = config.model
+        stored_source = camera.source
+        out = Path(args.out) if args.out else calibration_path(config.state_dir, camera.name)
+        if args.source:
+            camera = camera.model_copy(update={"source": args.source})
+    else:
+        if not args.source or not args.out:
+            raise UserError("without --config, --source and --out are needed")
+        if args.camera:
+            raise UserError("--camera names a camera of --config")
+        camera = CameraConfig(name="calibrate", source=args.source, fps=args.fps)
+        model_config = ModelConfig(path=Path(args.model) if args.model else None, delegate="cpu")
+        stored_source, out = args.source, Path(args.out)
+    result = calibrate(
+        camera, DelegatedModel(model_config), duration_s=args.duration, target_per_hour=args.false_alarms_per_hour,
+        stored_source=stored_source, progress=not args.json and sys.stderr.isatty(),
+    )
+    write(result, out)
+    print(json.dumps({"path": str(out), **result.record}) if args.json else format_result(result, out, camera.name))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from models import train
+
+    program, sys.argv[0] = sys.argv[0], "edge-agent train"  # what models.train's usage lines name
+    try:
+        train.parse_args(args.args)  # --help and usage errors come before the TensorFlow check
+        if importlib.util.find_spec("tensorflow") is None:
+            raise UserError("training needs TensorFlow, which is not installed here: pip install 'edge-agent[train]' "
+                            "(tensorflow-cpu, about 1.6 GB; from a checkout: pip install -e '.[train]'). Only "
+                            "training needs it: the agent, eval and calibrate run on the TFLite runtime alone")
+        return int(train.main(args.args) or 0)
+    finally:
+        sys.argv[0] = program
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -310,6 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true", help="print one JSON object")
     evaluation.set_defaults(func=cmd_eval)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="learn a camera's score statistics and a threshold from normal footage (no TensorFlow)")
+    calibrate.add_argument("--source", help="normal footage: video file, image folder, device, rtsp/http URL or "
+                           "synthetic (default: the camera's source in --config)")
+    calibrate.add_argument("--duration", type=float, metavar="S",
+                           help="seconds of footage (default: to the end of a file or folder; required when live)")
+    calibrate.add_argument("--config", "-c", help="the agent's config: model, the camera's settings, and the file "
+                           "goes where the agent reads it (state_dir/calibration/CAMERA.json)")
+    calibrate.add_argument("--camera", help="the camera of --config (default: its only one)")
+    calibrate.add_argument("--out", metavar="FILE", help="calibration file to write (default with --config: the "
+                           "agent's; then the file is matched against the camera's configured source)")
+    calibrate.add_argument("--model", metavar="FILE", help="without --config: the int8 model (default: the shipped one)")
+    calibrate.add_argument("--fps", type=float, help="without --config: frame rate of a folder or the synthetic scene")
+    calibrate.add_argument("--false-alarms-per-hour", type=float, default=1.0, metavar="RATE",
+                           help="the suggested threshold's target on normal footage (default 1)")
+    calibrate.add_argument("--json", action="store_true", help="print what was written as one JSON object")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    train = sub.add_parser(
+        "train", add_help=False, help="train a model on normal footage (python -m models.train; needs the train "
+        "extra: TensorFlow); its options: edge-agent train --help")
+    train.set_defaults(func=cmd_train)  # its arguments are models.train's: main() hands them over
+
     demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")
     demo.add_argument("--out", default="demo-out", help="folder for snapshots and the agent log")
@@ -336,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args.func(args))
     except UserError as error:

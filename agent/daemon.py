@@ -78,6 +78,11 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def calibration_path(state_dir: Path, camera: str) -> Path:
+    """Where a camera's calibration is kept (written by the agent or by ``edge-agent calibrate``)."""
+    return state_dir / "calibration" / f"{camera}.json"
+
+
 class Agent:
     def __init__(self, config: AgentConfig, store: ConfigStore | None = None) -> None:
         self.config = config
@@ -152,7 +157,7 @@ class Agent:
         return CameraRuntime(camera, slot, capture, pipeline, stop)
 
     def calibration_file(self, camera: str) -> Path:
-        return self.config.state_dir / "calibration" / f"{camera}.json"
+        return calibration_path(self.config.state_dir, camera)
 
     @property
     def config_version(self) -> int:

@@ -1,0 +1,112 @@
+"""``edge-agent calibrate``: statistics in the agent's own file, and a threshold that fits the scene."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+import yaml
+
+from agent.calibrate import smooth, suggest_threshold
+from agent.capture import FrameSlot
+from agent.cli import main
+from agent.config import DetectorConfig, SyntheticConfig, load_config
+from agent.detector import Detector
+from agent.inference import StreamingModel
+from agent.pipeline import CameraPipeline
+from agent.scoring import CellScorer, CellStats
+from agent.sources.synthetic import SyntheticScene
+from agent.stream import ModelStream
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One minute of the normal synthetic scene, calibrated for the config's camera."""
+    root = tmp_path_factory.mktemp("calibrate")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "device_id": "cal-test", "state_dir": "state",
+        "cameras": [{"name": "walkway", "source": "synthetic", "fps": 10,
+                     "synthetic": {"seed": SEED, "anomaly": None}}],
+    }))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["calibrate", "--config", str(config), "--duration", "60", "--json"]) == 0
+    return config, json.loads(out.getvalue())
+
+
+def test_the_file_is_where_the_agent_looks_and_the_agent_uses_it(calibrated: tuple[Path, dict[str, Any]]) -> None:
+    config_path, written = calibrated
+    config = load_config(config_path)
+    path = config.state_dir / "calibration" / "walkway.json"
+    assert Path(written["path"]) == path and path.is_file()
+    stats = CellStats.load(path)
+    assert stats.mean.shape == (4, 6) and stats.frames > 500 and (stats.std > 0).all()
+    model = StreamingModel(config.model.path)
+    pipeline = CameraPipeline(
+        config.cameras[0], slot=FrameSlot(), model=model, reporter=cast(Any, None), calibration_file=path,
+        stop=threading.Event(),
+    )
+    assert not pipeline.calibrating  # the camera detects from its first frame, on these statistics
+    # Another source, or another model, and the agent calibrates afresh rather than trust it.
+    moved = config.cameras[0].model_copy(update={"source": "rtsp://elsewhere/stream"})
+    pipeline = CameraPipeline(moved, slot=FrameSlot(), model=model, reporter=cast(Any, None),
+                              calibration_file=path, stop=threading.Event())
+    assert pipeline.calibrating
+
+
+def test_the_suggested_threshold_is_quiet_on_normal_footage_and_not_on_an_anomaly(
+    calibrated: tuple[Path, dict[str, Any]],
+) -> None:
+    config_path, written = calibrated
+    suggested = written["suggested"]
+    on, off = suggested["on_threshold"], suggested["off_threshold"]
+    assert np.isfinite(on) and 0 < off < on < 100
+    assert suggested["alarms_on_footage"] == 0 and suggested["out_of_sample"]
+    config = load_config(config_path)
+    stats = CellStats.load(config.state_dir / "calibration" / "walkway.json")
+
+    def peak(scene: SyntheticConfig, seconds: float) -> float:
+        """The highest smoothed score, scored as the camera does it with the saved statistics."""
+        model = StreamingModel(config.model.path)
+        stream, scorer = ModelStream(model, (4, 6)), CellScorer(stats, 2.0)
+        detector, source, highest = Detector(DetectorConfig()), SyntheticScene(scene, fps=10), 0.0
+        for index in range(int(seconds * 10)):
+            anomaly_map = stream(source.frame_at(index))
+            if anomaly_map is not None:
+                highest = max(highest, detector.update(index / 10, scorer(anomaly_map)[0]).smoothed)
+        return highest
+
+    # Someone crossing the lawn goes far above it; the same scene without them stays below.
+    lawn = {"kind": "off_path", "start_s": 3.0, "duration_s": 4.0}
+    assert peak(SyntheticConfig(seed=SEED + 1, anomaly=lawn), 8) > 2 * on
+    assert peak(SyntheticConfig(seed=SEED + 1, anomaly=None), 8) < on
+
+
+def test_the_threshold_meets_its_false_alarm_rate_on_fresh_footage() -> None:
+    """Independent noise as raw scores: the suggestion from one hour keeps another hour's
+    alarms near the target (the tail model extrapolates; the count is Poisson-like)."""
+    detector = DetectorConfig()
+    rng = np.random.default_rng(0)
+    hour = 36_000  # frames at 10 fps
+    target = 20.0
+    suggestion = suggest_threshold([rng.gamma(2.0, 1.0, hour)], 10.0, target, detector)
+    fresh = [smooth(rng.gamma(2.0, 1.0, hour), 10.0, detector.model_copy(update={
+        "on_threshold": suggestion.on_threshold, "off_threshold": suggestion.off_threshold}))[1]
+        for _ in range(3)]
+    assert target / 3 <= np.mean(fresh) <= target * 2, (suggestion, fresh)
+    assert suggestion.alarms_on_footage <= target
+
+
+def test_calibrate_needs_a_duration_for_live_sources_and_says_so(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--source", "rtsp://127.0.0.1:9/none", "--out", str(tmp_path / "c.json")]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""The training and conversion pipeline end to end on tiny generated footage, through
+``edge-agent train``; it runs only where TensorFlow is installed (the ``train`` extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("TensorFlow is not installed (pip install -e '.[train]'): the training pipeline is not tested",
+                allow_module_level=True)
+
+from agent.cli import main  # noqa: E402
+from agent.config import SyntheticConfig  # noqa: E402
+from agent.inference import StreamingModel  # noqa: E402
+from agent.sources.synthetic import SyntheticScene  # noqa: E402
+from agent.stream import ModelStream  # noqa: E402
+
+FRAMES = 40
+
+
+def test_one_epoch_on_tiny_footage_gives_an_int8_model_the_agent_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    footage = tmp_path / "normal"
+    footage.mkdir()
+    scene = SyntheticScene(SyntheticConfig(width=96, height=64, people=3, seed=4, anomaly=None))
+    for index in range(FRAMES):
+        cv2.imwrite(str(footage / f"{index:03d}.jpg"), scene.frame_at(index))
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(footage), "--out", str(out), "--name", "tiny", "--epochs", "1",
+                 "--minutes", "2", "--height", "32", "--width", "48", "--seq-len", "4", "--batch", "4",
+                 "--gru-ch", "4", "--calib-samples", "16"]) == 0
+    assert "==== summary ====" in capsys.readouterr().out
+
+    model = StreamingModel(out / "tiny_int8.tflite")
+    sidecar = json.loads((out / "tiny_int8.json").read_text())
+    assert model.info.sha256 == sidecar["sha256"] and (out / sidecar["float_model"]).is_file()
+    assert model.frame_quant.dtype == np.int8 and model.input_size == (32, 48, 1)
+    assert model.pred_shape == (16, 24) and sidecar["calibration"]["grid"] == [4, 6]
+    assert sidecar["training"]["frames"] == FRAMES and sidecar["training"]["seed"] == 1234
+    stream = ModelStream(model, (4, 6))
+    maps = [stream(scene.frame_at(index)) for index in range(12)]
+    scored = [m for m in maps if m is not None]
+    assert len(scored) == 12 - model.info.warmup_frames
+    assert all(m.shape == (4, 6) and np.isfinite(m).all() for m in scored)
