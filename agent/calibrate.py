@@ -201,11 +201,10 @@ def read_maps(
 ) -> tuple[list[np.ndarray], int, float]:
     """The anomaly maps of the source's frames past the model's warm-up, the frames read, the fps."""
     kind = describe_source(camera.source)
-    source = open_source(camera)
-    live = bool(getattr(source, "live", False))
+    live = kind in ("device", "stream")
     if live and duration_s is None:
-        source.close()
         raise UserError(f"--duration is needed for a live source ({kind} {camera.source})")
+    source = open_source(camera)
     fps = float(camera.fps or source.fps or 10.0)
     wanted = math.ceil(duration_s * fps) if duration_s is not None else None
     stream = ModelStream(model, camera.calibration.grid)
@@ -273,15 +272,15 @@ def write(result: CalibrationResult, path: Path) -> None:
 def format_result(result: CalibrationResult, path: Path, camera: str) -> str:
     s = result.suggestion
     lines = [
-        f"calibrated on {result.frames} frames ({result.frames / result.fps / 60:.1f} min at {result.fps:g} fps) "
-        f"of {result.record['footage']}",
-        f"statistics written to {path} (the agent's calibration file for camera {camera!r}, "
-        f"source {result.record['source']!r})",
-        f"suggested threshold for {s.target_per_hour:g} false alarm(s) per hour: on_threshold {s.on_threshold:g}, "
-        f"off_threshold {s.off_threshold:g}",
-        f"  {s.hours * 60:.1f} min of footage; alarms against threshold, fitted on {s.tail_points} threshold(s): "
-        f"{s.fitted_threshold:g}; no more alarms than the target on the footage from {s.footage_threshold:g}; "
-        f"expected {s.expected_per_hour:.3g}/h, {s.alarms_on_footage} alarm(s) on the footage",
+        (f"calibrated on {result.frames} frames ({result.frames / result.fps / 60:.1f} min at {result.fps:g} fps) "
+         f"of {result.record['footage']}"),
+        (f"statistics written to {path} (the agent's calibration file for camera {camera!r}, "
+         f"source {result.record['source']!r})"),
+        (f"suggested threshold for {s.target_per_hour:g} false alarm(s) per hour: on_threshold {s.on_threshold:g}, "
+         f"off_threshold {s.off_threshold:g}"),
+        (f"  {s.hours * 60:.1f} min of footage; alarms against threshold, fitted on {s.tail_points} threshold(s): "
+         f"{s.fitted_threshold:g}; no more alarms than the target on the footage from {s.footage_threshold:g}; "
+         f"expected {s.expected_per_hour:.3g}/h, {s.alarms_on_footage} alarm(s) on the footage"),
         *(f"  note: {note}" for note in s.notes),
         "to use it, in the camera's config:",
         f"  detector: {{on_threshold: {s.on_threshold:g}, off_threshold: {s.off_threshold:g}}}",

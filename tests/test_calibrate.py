@@ -109,4 +109,4 @@ def test_the_threshold_meets_its_false_alarm_rate_on_fresh_footage() -> None:
 def test_calibrate_needs_a_duration_for_live_sources_and_says_so(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", "--source", "rtsp://127.0.0.1:9/none", "--out", str(tmp_path / "c.json")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert "--duration is needed for a live source" in capsys.readouterr().err

@@ -15,11 +15,11 @@ if importlib.util.find_spec("tensorflow") is None:
     pytest.skip("TensorFlow is not installed (pip install -e '.[train]'): the training pipeline is not tested",
                 allow_module_level=True)
 
-from agent.cli import main  # noqa: E402
-from agent.config import SyntheticConfig  # noqa: E402
-from agent.inference import StreamingModel  # noqa: E402
-from agent.sources.synthetic import SyntheticScene  # noqa: E402
-from agent.stream import ModelStream  # noqa: E402
+from agent.cli import main
+from agent.config import SyntheticConfig
+from agent.inference import StreamingModel
+from agent.sources.synthetic import SyntheticScene
+from agent.stream import ModelStream
 
 FRAMES = 40
 

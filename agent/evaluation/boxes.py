@@ -69,12 +69,13 @@ class MotionBlobs:
         if not self.ready:
             return []
         before, now = self._history[0], self._history[-1]
-        moving = (cv2.absdiff(before, now) > DIFF_LEVEL).astype(np.uint8)
-        moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        changed = (cv2.absdiff(before, now) > DIFF_LEVEL).astype(np.uint8)
+        moving = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         count, labels, stats, _ = cv2.connectedComponentsWithStats(moving)
         if count <= 1:
             return []
-        flow = cv2.calcOpticalFlowFarneback(before, now, None, 0.5, 3, 21, 3, 5, 1.2, 0)
+        flow = np.zeros((*now.shape, 2), np.float32)
+        flow = cv2.calcOpticalFlowFarneback(before, now, flow, 0.5, 3, 21, 3, 5, 1.2, 0)
         speed = np.hypot(flow[..., 0], flow[..., 1])
         found = []
         for label in range(1, count):

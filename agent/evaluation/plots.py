@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from agent.errors import UserError
-from agent.evaluation.metrics import roc_curve
+from agent.evaluation.metrics import roc_auc, roc_curve
 from agent.evaluation.run import Evaluation
 from agent.scoring import cell_region
 
@@ -17,7 +18,7 @@ CHECK_SAMPLES = 24
 CHECK_COLUMNS = 4
 
 
-def pyplot():  # type: ignore[no-untyped-def]
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
@@ -32,7 +33,8 @@ def write_plots(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """``roc.png``, ``timeline_<clip>.png`` per clip and, with localisation, ``localisation.png``."""
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_roc(plt, evaluation, out_dir / "roc.png")]
+    labels = np.concatenate([r.clip.labels for r in evaluation.clips])
+    written = [_roc(plt, evaluation, out_dir / "roc.png")] if 0 < labels.sum() < len(labels) else []
     for result in evaluation.clips:
         written.append(_timeline(plt, evaluation, result.clip.name, out_dir / f"timeline_{result.clip.name}.png"))
     if evaluation.report["localisation"] is not None:
@@ -42,15 +44,15 @@ def write_plots(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     return written
 
 
-def _roc(plt, evaluation: Evaluation, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _roc(plt: Any, evaluation: Evaluation, path: Path) -> Path:
     labels = np.concatenate([r.clip.labels for r in evaluation.clips])
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     for name, label in evaluation.labels.items():
         scores = np.concatenate([r.scores[name].smoothed for r in evaluation.clips])
         fpr, tpr = roc_curve(scores, labels)
-        auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+        auc = roc_auc(scores, labels)
         style = "-" if name == "int8" else (":" if name == "float" else "--")
-        ax.plot(fpr, tpr, style, lw=2 if name == "int8" else 1.2, label=f"{label}: {auc:.3f}")
+        ax.plot(fpr, tpr, style, lw=2 if name == "int8" else 1.2, label=f"{label}: {auc:.3f}" if auc is not None else label)
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8)
     ax.set(xlabel="false positive rate (normal frames flagged)", ylabel="true positive rate",
            title="Frame-level ROC, causal scoring", xlim=(0, 1), ylim=(0, 1.01))
@@ -66,7 +68,7 @@ def _spans(labels: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2], edges[1::2], strict=True))
 
 
-def _timeline(plt, evaluation: Evaluation, clip: str, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _timeline(plt: Any, evaluation: Evaluation, clip: str, path: Path) -> Path:
     result = next(r for r in evaluation.clips if r.clip.name == clip)
     frames = np.arange(1, len(result.clip.labels) + 1)
     fig, ax = plt.subplots(figsize=(9, 3.2))

@@ -29,7 +29,13 @@ from agent.errors import UserError
 from agent.evaluation.boxes import ObjectBoxes, overlaps
 from agent.evaluation.data import LabelledClip, frames_of, labelled_clips, normal_clips
 from agent.evaluation.methods import (
-    BackgroundSubtraction, CellDifference, ClipScores, FrameDifference, FrameScorer, ModelScorer, run_clip,
+    BackgroundSubtraction,
+    CellDifference,
+    ClipScores,
+    FrameDifference,
+    FrameScorer,
+    ModelScorer,
+    run_clip,
 )
 from agent.evaluation.metrics import min_max, roc_auc
 from agent.inference import DEFAULT_MODEL, StreamingModel
@@ -201,7 +207,10 @@ def _localisation(results: list[ClipResult], grid: tuple[int, int], methods: lis
             chance += len(on_object) / len(cells)
             for method in methods:
                 hits[method] += result.scores[method].cells[index] in on_object
-    share = (lambda n: round(n / with_box, 4) if with_box else None)  # noqa: E731
+
+    def share(hits: int) -> float | None:
+        return round(hits / with_box, 4) if with_box else None
+
     return {
         "anomalous_frames": anomalous, "frames_with_box": with_box,
         "hottest_cell_on_object": share(hits[methods[0]]),
@@ -260,7 +269,7 @@ def _report(options: Options, results: list[ClipResult], models: list[ModelScore
         "model": str(options.model),
         "model_bytes": options.model.stat().st_size,
         "model_sha256": int8.model.info.sha256,
-        "frames": int(len(labels)),
+        "frames": len(labels),
         "anomalous_frames": int(labels.sum()),
         "auc_causal": auc,
         "auc_literature": literature,
