@@ -162,7 +162,8 @@ def suggest_threshold(
         fitted = (math.log(wanted) - intercept) / slope
     if wanted < 1:
         notes.append(f"{hours * 60:.1f} min of footage cannot show a rate of {target_per_hour:g}/h: the "
-                     "suggestion rests on the tail fit, floored at no alarm on the footage")
+                     "suggestion rests on the tail fit, floored at no alarm on the footage (longer footage "
+                     "makes it firmer)")
     if not out_of_sample:
         notes.append(f"fewer than {2 * MIN_HALF} frames: scored with the statistics of all frames (in-sample), "
                      "which underestimates the scores")
@@ -247,6 +248,14 @@ def calibrate(
     stats = _statistics(maps)
     segments, out_of_sample = out_of_sample_scores(maps, camera.calibration.std_floor)
     suggestion = suggest_threshold(segments, fps, target_per_hour, camera.detector, out_of_sample)
+    if out_of_sample:
+        scorer = CellScorer(stats, camera.calibration.std_floor)
+        itself = float(smooth(np.array([scorer(m)[0] for m in maps]), fps, camera.detector)[0].max())
+        if suggestion.footage_threshold > 3 * max(itself, 1e-9):
+            suggestion.notes.append(
+                f"each half of the footage scores the other far higher (up to {suggestion.footage_threshold:.3g}) "
+                f"than the whole scores itself (up to {itself:.3g}): it does not yet cover the scene's normal "
+                "activity (or is not normal); calibrate on longer footage")
     record = {
         "model_sha256": model.info.sha256,
         "source": stored_source,

@@ -238,6 +238,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else calibration_path(config.state_dir, camera.name)
         if args.source:
             camera = camera.model_copy(update={"source": args.source})
+        if args.fps:
+            camera = camera.model_copy(update={"fps": args.fps})
     else:
         if not args.source or not args.out:
             raise UserError("without --config, --source and --out are needed")
@@ -383,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", metavar="FILE", help="calibration file to write (default with --config: the "
                            "agent's; then the file is matched against the camera's configured source)")
     calibrate.add_argument("--model", metavar="FILE", help="without --config: the int8 model (default: the shipped one)")
-    calibrate.add_argument("--fps", type=float, help="without --config: frame rate of a folder or the synthetic scene")
+    calibrate.add_argument("--fps", type=float, help="frame rate of a folder or the synthetic scene (default: the "
+                           "camera's fps, else 10)")
     calibrate.add_argument("--false-alarms-per-hour", type=float, default=1.0, metavar="RATE",
                            help="the suggested threshold's target on normal footage (default 1)")
     calibrate.add_argument("--json", action="store_true", help="print what was written as one JSON object")
