@@ -6,7 +6,7 @@ pipeline and publisher threads, exactly as ``run`` builds them) until every came
 so the pipeline can be compared with its ceiling (the slower of the two). Each camera calibrates
 on its first ``CALIBRATION_FRAMES`` frames, then detects.
 
-Latencies: ``decode`` (the source's read), ``preprocess``, ``invoke`` (model step and error map),
+Latencies: ``decode`` (the source's read), ``preprocess``, ``invoke`` (model step and cell means),
 ``detector`` (scoring and decision), ``report`` (event bookkeeping, with the snapshot when an
 event starts or improves), ``snapshot_encode`` (annotated JPEG of a source frame, measured apart:
 events are too rare for a percentile), ``publish`` (event queued to received by the subscriber).

@@ -167,7 +167,7 @@ class CalibrationConfig(Strict):
 
     mode: Literal["auto", "model"] = "auto"
     frames: int = Field(150, ge=10)
-    #: Rows and columns of cells the frame is scored in; must divide the model's prediction size.
+    #: Rows and columns of cells the frame is scored in; must divide the model's motion map (24x36).
     grid: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 6)
     #: Floor on each cell's spread, as a multiple of the quiet cells' spread (25th percentile).
     std_floor: float = Field(2.0, gt=0)

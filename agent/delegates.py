@@ -88,7 +88,7 @@ def accelerators(config: ModelConfig, model_path: Path) -> tuple[list[Accelerato
 def same_interface(a: StreamingModel, b: StreamingModel) -> bool:
     """Whether ``b`` can take the inputs and state made for ``a``."""
     def key(m: StreamingModel) -> tuple[Any, ...]:
-        return m.frame_shape, m.frame_quant, m.state_in_quant, m.pred_shape, m.zero_state().shape
+        return m.frame_shape, m.frame_quant, m.state_in_quant, m.map_shape, m.zero_state().shape
 
     return key(a) == key(b)
 
@@ -133,8 +133,8 @@ class DelegatedModel:
         return self.cpu.frame_quant
 
     @property
-    def pred_shape(self) -> tuple[int, int]:
-        return self.cpu.pred_shape
+    def map_shape(self) -> tuple[int, int]:
+        return self.cpu.map_shape
 
     @property
     def input_size(self) -> tuple[int, int, int]:

@@ -3,10 +3,9 @@
 Loads LiteRT (``ai_edge_litert``) and falls back to ``tflite_runtime`` for older boards. Inputs
 and outputs are found by shape, not by name (converters rename tensors): the 4-D input is the
 frame, the 2-D input the state ``h_prev``; the output shaped like ``h_prev`` is ``h_new`` and the
-4-D output ``pred``, the model's prediction of the current frame (grey, [0, 1]) made from
-``h_prev`` alone. How far the frame is from that prediction is the anomaly signal; it is measured
-outside the model (:mod:`agent.scoring`) because a squared error spans too many decades for one
-int8 scale: inside the model it either saturated on contrasty scenes or lost the quiet ones.
+4-D output ``motion``, a map of how fast things move where they change (see ``models/README.md``),
+which the agent averages over a grid of cells and scores against the cells' normal statistics
+(:mod:`agent.scoring`).
 """
 
 from __future__ import annotations
@@ -78,15 +77,15 @@ class Quant:
         return (values.astype(np.float32) - self.zero_point) * self.scale
 
 
-def byte_tables(state_out: Quant, state_in: Quant, pred: Quant) -> tuple[np.ndarray, np.ndarray] | None:
-    """For 8-bit outputs, requantizing the state and dequantizing the prediction are functions of
-    one byte: 256-entry tables indexed by the output's raw byte. ``None`` for other dtypes."""
-    if any(np.dtype(q.dtype).itemsize != 1 for q in (state_out, state_in, pred)):
+def byte_tables(state_out: Quant, state_in: Quant, motion: Quant) -> tuple[np.ndarray, np.ndarray] | None:
+    """For 8-bit outputs, requantizing the state and dequantizing the map are functions of one
+    byte: 256-entry tables indexed by the output's raw byte. ``None`` for other dtypes."""
+    if any(np.dtype(q.dtype).itemsize != 1 for q in (state_out, state_in, motion)):
         return None
     def raw(q: Quant) -> np.ndarray:
         return np.arange(256, dtype=np.uint8).view(q.dtype)
 
-    return state_in.quantize(state_out.dequantize(raw(state_out))), pred.dequantize(raw(pred))
+    return state_in.quantize(state_out.dequantize(raw(state_out))), motion.dequantize(raw(motion))
 
 
 @dataclass
@@ -157,26 +156,26 @@ class StreamingModel:
         frame, state = frames[0], states[0]
         state_shape = tuple(state["shape"])
         new_states = [d for d in outputs if tuple(d["shape"]) == state_shape]
-        preds = [d for d in outputs if len(d["shape"]) == 4 and d["shape"][3] == 1]
-        if len(new_states) != 1 or len(preds) != 1:
+        maps = [d for d in outputs if len(d["shape"]) == 4 and d["shape"][3] == 1]
+        if len(new_states) != 1 or len(maps) != 1:
             raise ModelError(
-                f"{path}: expected outputs h_new {list(state_shape)} and pred (1xhxwx1), got "
+                f"{path}: expected outputs h_new {list(state_shape)} and motion (1xhxwx1), got "
                 + ", ".join(f"{d['name']}{list(d['shape'])}" for d in outputs)
             )
         self.frame_shape = tuple(int(v) for v in frame["shape"])
         self.frame_quant = Quant.of(frame)
         self.state_in_quant = Quant.of(state)
         self.state_out_quant = Quant.of(new_states[0])
-        self.pred_quant = Quant.of(preds[0])
-        self.pred_shape = (int(preds[0]["shape"][1]), int(preds[0]["shape"][2]))
+        self.map_quant = Quant.of(maps[0])
+        self.map_shape = (int(maps[0]["shape"][1]), int(maps[0]["shape"][2]))
         self._frame_index = frame["index"]
         self._state_index = state["index"]
         self._state_shape = state_shape
         self._new_state_index = new_states[0]["index"]
-        self._pred_index = preds[0]["index"]
-        self._tables = byte_tables(self.state_out_quant, self.state_in_quant, self.pred_quant)
+        self._map_index = maps[0]["index"]
+        self._tables = byte_tables(self.state_out_quant, self.state_in_quant, self.map_quant)
         self._state_out = np.empty(state_shape, self.state_in_quant.dtype)
-        self._pred_out = np.empty(self.pred_shape, np.float32)
+        self._map_out = np.empty(self.map_shape, np.float32)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -190,8 +189,7 @@ class StreamingModel:
     def step(self, frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run one frame (already quantized, shaped like the input) with the previous state.
 
-        Returns the prediction of this frame (float, h x w, made before seeing it) and the next
-        state, requantized to the state input's scale: the output's scale differs, so copying
+        Returns the motion map of this frame (float, h x w) and the next state, requantized to the state input's scale: the output's scale differs, so copying
         the int8 tensor would drift. For 8-bit models both are buffers of this model that the
         next call overwrites (the state is copied into the interpreter before that).
         """
@@ -203,12 +201,12 @@ class StreamingModel:
             new_state = self.state_in_quant.quantize(
                 self.state_out_quant.dequantize(interpreter.get_tensor(self._new_state_index))
             )
-            pred = self.pred_quant.dequantize(interpreter.get_tensor(self._pred_index))
-            return pred.reshape(self.pred_shape), new_state
-        state_table, pred_table = self._tables
+            motion = self.map_quant.dequantize(interpreter.get_tensor(self._map_index))
+            return motion.reshape(self.map_shape), new_state
+        state_table, map_table = self._tables
         # Views of the interpreter's outputs, read at once: nothing is allocated per frame.
         raw_state = interpreter.tensor(self._new_state_index)().view(np.uint8)
-        raw_pred = interpreter.tensor(self._pred_index)().view(np.uint8)
+        raw_map = interpreter.tensor(self._map_index)().view(np.uint8)
         np.take(state_table, raw_state, out=self._state_out)
-        np.take(pred_table, raw_pred.reshape(self.pred_shape), out=self._pred_out)
-        return self._pred_out, self._state_out
+        np.take(map_table, raw_map.reshape(self.map_shape), out=self._map_out)
+        return self._map_out, self._state_out

@@ -1,8 +1,8 @@
-"""Scoring: prediction vs frame -> anomaly map -> one causal score per frame and the hottest region.
+"""Scoring: the model's motion map -> anomaly map -> one causal score per frame and the hottest region.
 
-The anomaly map is the squared difference between the model's prediction of the frame and the
-frame itself, averaged over a coarse grid of cells (about 60 px of a 360x240 frame works best,
-hence the 4x6 default). Each map cell's error is turned into a z-score against that cell's statistics on normal footage
+The anomaly map is the model's motion measure (how fast things move where the picture changes)
+averaged over a coarse grid of cells (about 60 px of a 360x240 frame, hence the 4x6 default).
+Each cell's value is turned into a z-score against that cell's statistics on normal footage
 (cells that people cross often have a large spread, cells nobody crosses almost none, so a floor
 on the spread, a multiple of the scene's quiet level, keeps sensor noise from raising alarms there
 while something walking where nobody walks still stands out), and the frame's score is the largest z-score.
@@ -18,18 +18,11 @@ from typing import Any
 import numpy as np
 
 
-def error_map(
-    pred: np.ndarray, current: np.ndarray, grid: tuple[int, int], scratch: np.ndarray | None = None
-) -> np.ndarray:
-    """Mean squared prediction error per cell of a ``grid`` (rows, cols) over the frame.
-
-    ``scratch``, shaped like ``current`` (float32), is reused for the squared error.
-    """
+def cell_means(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The mean of a 2-D map over each cell of a ``grid`` (rows, cols) that divides it."""
     rows, cols = grid
-    height, width = current.shape
-    squared = np.subtract(pred, current, out=scratch)
-    np.square(squared, out=squared)
-    return squared.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
+    height, width = values.shape
+    return values.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
 
 
 @dataclass

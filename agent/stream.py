@@ -16,7 +16,7 @@ from agent.errors import ModelError
 from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
-from agent.scoring import error_map
+from agent.scoring import cell_means
 
 
 class ModelStream:
@@ -32,23 +32,23 @@ class ModelStream:
         self, model: StreamingModel | DelegatedModel, grid: tuple[int, int], *, warmup: int | None = None,
         gating: GatingConfig | None = None,
     ) -> None:
-        height, width = model.pred_shape
+        height, width = model.map_shape
         if height % grid[0] or width % grid[1]:
             raise ModelError(
-                f"grid {grid[0]}x{grid[1]} does not divide the model's {height}x{width} prediction"
+                f"grid {grid[0]}x{grid[1]} does not divide the model's {height}x{width} motion map"
             )
         self.model = model
         self.grid = grid
         self.preprocess = Preprocessor(
-            model.frame_shape, model.frame_quant, model.pred_shape,
+            model.frame_shape, model.frame_quant, model.map_shape,
             float(model.info.sidecar.get("input", {}).get("scale", 1 / 255)),
         )
         self.warmup = model.info.warmup_frames if warmup is None else warmup
-        self._squared_error = np.empty(model.pred_shape, np.float32)
+        self._motion_energy = np.empty(model.map_shape, np.float32)
         self.gating: GatingConfig | None = None
         self.gate(gating)
-        self._seen = np.empty(model.pred_shape, np.float32)  # what the model saw last
-        self._motion = np.empty(model.pred_shape, np.float32)
+        self._seen = np.empty(model.map_shape, np.float32)  # what the model saw last
+        self._motion = np.empty(model.map_shape, np.float32)
         self._since_invoke = 0
         #: Whether the last call skipped the model (gating); frames skipped since the start.
         self.skipped_last = False
@@ -78,8 +78,10 @@ class ModelStream:
             return None
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
-        pred, self.state = self.model.step(tensor, self.state)
-        anomaly_map = error_map(pred, self.preprocess.current, self.grid, self._squared_error)
+        motion, self.state = self.model.step(tensor, self.state)
+        # The model gives the square root of its motion measure (int8 resolution for slow
+        # walkers); squared back, a cell's mean weighs a fast cyclist as the teacher did.
+        anomaly_map = cell_means(np.square(motion, out=self._motion_energy), self.grid)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
         return anomaly_map if self.since_reset > self.warmup else None
 

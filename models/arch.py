@@ -1,110 +1,94 @@
-"""Streaming CNN + ConvGRU future-frame predictor (Keras 3 functional, builtin TFLite ops only).
+"""Streaming CNN + ConvGRU motion model (Keras 3 functional, builtin int8 TFLite ops only).
 
-One step (one invoke per frame); P = input / pred_down (default pred_down=2: 32x48 for 64x96):
+One step (one invoke per frame), for an input of H x W (default 96 x 144):
 
-  h_prev (1, D) = [ ConvGRU state 8x12xC (flattened, tanh range) | previous frame at P (as 2x-1) ]
-  decoder(h_prev) -> prediction of the CURRENT frame at P = previous frame + learned correction
-  map   = avg_pool( (prediction - actual current frame at P)^2 ) to 8x12   -> (1, 8, 12)
-  score = mean(map)                                                       -> (1, 1)
-  encoder(current frame 64x96, joined by the current frame and the motion (current - previous) at P)
-      -> x at 8x12;  ConvGRU(x, state) -> new state
-  h_new = [new state | current frame at P (as 2x-1)]                      -> (1, D)
+  h_prev (1, D) = [ ConvGRU state (H/4 x W/4 x C, flattened, tanh range) | previous frame (as 2x-1) ]
+  cost volume  = |frame - previous frame shifted by (dy, dx)|: every shift within +-1 px at
+                 H x W (9), and within +-1 row, +-2 columns at H/2 x W/2 and at H/4 x W/4
+                 (15 each, reaching 4 and 8 px at H x W), box-averaged
+  features     = convolutions of the cost volume -> H/4 x W/4
+  ConvGRU(features, state) -> new state (temporal context: how things moved in the last frames)
+  motion       = a map (H/4 x W/4): the square root of how fast things move where the picture changes
+  h_new        = [new state | frame (as 2x-1)]
 
-D = 8*12*C + P_h*P_w (C=12: 1152 + 1536 = 2688 for P = 32x48; 1536 for P = 16x24).
-With zero state (clip start / reconnect) the stored frame reads as mid-grey, so the first
-frames give a start-up transient (the sidecar's ``warmup_frames``).
+D = (H/4)(W/4)C + H W (C = 12: 10,368 + 13,824 = 24,192 for 96 x 144).
+
+Why a cost volume: people in Ped2 move 0.2-0.4 px per frame at 144 px width, cyclists and
+skaters 1-2 px; how well the previous frame matches the current one at each small shift is the
+evidence of speed, and it is cheap in int8 (slices and subtractions of one tensor). The network
+learns to read speed from it (trained against a Farneback optical-flow teacher, see
+:mod:`models.train`), and the GRU to integrate it over frames. Concatenations join tensors of one
+scale only (the int8 converter gives all operands of a CONCATENATION one scale).
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
-ROWS, COLS = 8, 12          # state / map grid (1/8 of 64x96)
-PRED_DOWN = 4               # prediction resolution = input / 4 = 16x24
+#: The motion map is the input downsampled by this much (96 x 144 -> 24 x 36).
+MAP_DOWN = 4
+#: Shifts of the coarse (half-size) cost volume: +-rows, +-columns.
+MAX_SHIFT = (1, 2)
 
 
-def state_dim(gru_ch: int, height: int = 64, width: int = 96, pred_down: int = PRED_DOWN) -> int:
-    r, c = height // 8, width // 8
-    return r * c * gru_ch + (height // pred_down) * (width // pred_down)
+def state_dim(gru_ch: int, height: int, width: int) -> int:
+    return (height // MAP_DOWN) * (width // MAP_DOWN) * gru_ch + height * width
 
 
-def _conv(ch, name, k=3, strides=1, bias=True):
+def _conv(ch: int, name: str, k: int = 3, strides: int = 1, bias: bool = True) -> layers.Conv2D:
     return layers.Conv2D(ch, k, strides=strides, padding="same", use_bias=bias, name=name)
 
 
-def build_step_model(height: int = 64, width: int = 96, gru_ch: int = 12,
-                     enc=(16, 32, 48), dec=(48, 24), batch_size: int | None = None,
-                     pred_down: int = PRED_DOWN, export: bool = False) -> keras.Model:
-    """One-step model. ``batch_size=None`` for training, 1 for export (no dynamic-shape ops).
+def _costs(frame, previous, max_shift: tuple[int, int], name: str):
+    """|frame - previous shifted by (dy, dx)| for every shift within +-max_shift, as channels."""
+    ry, rx = max_shift
+    height, width = frame.shape[1], frame.shape[2]
+    padded = layers.ZeroPadding2D(((ry, ry), (rx, rx)), name=f"{name}_pad")(previous)
+    costs = [ops.abs(frame - padded[:, ry + dy: ry + dy + height, rx + dx: rx + dx + width, :])
+             for dy in range(-ry, ry + 1) for dx in range(-rx, rx + 1)]
+    return layers.Concatenate(axis=-1, name=f"{name}_cost")(costs)
 
-    Training uses the outputs ``score``/``map``/``h_new`` (the loss is the mean squared prediction
-    error). The exported model (``export=True``) outputs ``pred`` and ``h_new`` instead: the agent
-    measures the error itself, in float, since a squared error does not fit one int8 scale.
 
-    Concatenations of differently-ranged tensors are written as sums of per-branch convolutions
-    (conv([a, b]) == conv_a(a) + conv_b(b)): the int8 converter forces all operands of a
-    CONCATENATION to share one scale, which would otherwise propagate back into the graph inputs.
-    """
-    rows, cols = height // 8, width // 8
-    ph, pw = height // pred_down, width // pred_down
-    n_gru = rows * cols * gru_ch
-    D = n_gru + ph * pw
+def build_step_model(height: int = 96, width: int = 144, gru_ch: int = 12, batch_size: int | None = None,
+                     max_shift: tuple[int, int] = MAX_SHIFT) -> keras.Model:
+    """One-step model. ``batch_size=None`` for training, 1 for export (no dynamic-shape ops)."""
+    mh, mw = height // MAP_DOWN, width // MAP_DOWN
+    n_gru = mh * mw * gru_ch
 
     frame = keras.Input((height, width, 1), batch_size=batch_size, name="frame")
-    h_prev = keras.Input((D,), batch_size=batch_size, name="h_prev")
+    h_prev = keras.Input((n_gru + height * width,), batch_size=batch_size, name="h_prev")
+    g_prev = layers.Reshape((mh, mw, gru_ch), name="g_prev")(h_prev[:, :n_gru])
+    previous = layers.Reshape((height, width, 1), name="prev_s")(h_prev[:, n_gru:]) * 0.5 + 0.5
 
-    # ---- unpack the state ----
-    g_prev = layers.Reshape((rows, cols, gru_ch), name="g_prev")(h_prev[:, :n_gru])
-    prev_s = layers.Reshape((ph, pw, 1), name="prev_s")(h_prev[:, n_gru:])   # in [-1,1]
-    prev01 = prev_s * 0.5 + 0.5
+    # Two-level cost volume: +-1 px at the input size, +-2 columns / +-1 row at half size (up to
+    # 4 px at the input size) for cyclists and cars; both at H/2 x W/2.
+    fine = _costs(frame, previous, (1, 1), "fine")
+    fine = layers.AveragePooling2D(4, strides=2, padding="same", name="fine_pool")(fine)
+    coarse_frame = layers.AveragePooling2D(2, name="frame_half")(frame)
+    coarse_prev = layers.AveragePooling2D(2, name="prev_half")(previous)
+    coarse = _costs(coarse_frame, coarse_prev, max_shift, "coarse")
+    coarse = layers.AveragePooling2D(3, strides=1, padding="same", name="coarse_pool")(coarse)
+    cost = layers.Concatenate(axis=-1, name="cost")([fine, coarse])                          # H/2 x W/2
+    # A third level at quarter size reaches 8 px (cars, fast cyclists); it joins at H/4 x W/4.
+    quarter = _costs(layers.AveragePooling2D(2, name="frame_quarter")(coarse_frame),
+                     layers.AveragePooling2D(2, name="prev_quarter")(coarse_prev), max_shift, "quarter")
+    quarter = layers.AveragePooling2D(3, strides=1, padding="same", name="quarter_pool")(quarter)
+    e = layers.ReLU(name="c1_relu")(_conv(32, "c1", k=1)(cost))
+    e = layers.ReLU(name="c2_relu")(layers.Add(name="c2_sum")(
+        [_conv(32, "c2", strides=2)(e), _conv(32, "c2_quarter", k=1, bias=False)(quarter)]))  # H/4 x W/4
 
-    # ---- decoder: predict the current frame (ph x pw) from h_prev only ----
-    d = layers.ReLU(name="dec1_relu")(_conv(dec[0], "dec1")(g_prev))
-    d = layers.UpSampling2D(8 // pred_down, name="dec_up")(d)               # to ph x pw
-    d = layers.Add(name="dec2_sum")([_conv(dec[1], "dec2")(d), _conv(dec[1], "dec2_prev", bias=False)(prev_s)])
-    d = layers.ReLU(name="dec2_relu")(d)
-    d = layers.ReLU(name="dec3_relu")(_conv(dec[1], "dec3")(d))
-    corr = _conv(1, "dec_out")(d)
-    pred = prev01 + corr                                                     # previous frame + correction
-
-    # ---- error map vs the actual current frame ----
-    cur01 = layers.AveragePooling2D(pred_down, name="cur_small")(frame)     # ph x pw in [0,1]
-    err = ops.square(pred - cur01)
-    amap = layers.AveragePooling2D(ph // rows, name="map_pool")(err)        # 8x12x1
-    amap = layers.Reshape((rows, cols), name="map")(amap)
-    score = layers.Reshape((1,), name="score")(ops.mean(amap, axis=(1, 2)))
-
-    # ---- encoder on the current frame + motion ----
-    e = layers.ReLU(name="enc1_relu")(_conv(enc[0], "enc1", strides=2)(frame))
-    motion = cur01 - prev01
-    if pred_down == 2:  # frame-rate inputs join at 32x48
-        e = layers.Add(name="enc2_sum")([_conv(enc[1], "enc2", strides=2)(e),
-                                         _conv(enc[1], "enc2_cur", strides=2, bias=False)(cur01),
-                                         _conv(enc[1], "enc2_mot", strides=2, bias=False)(motion)])
-        e = layers.ReLU(name="enc2_relu")(e)
-        e = layers.ReLU(name="enc3_relu")(_conv(enc[2], "enc3", strides=2)(e))
-    else:
-        e = layers.ReLU(name="enc2_relu")(_conv(enc[1], "enc2", strides=2)(e))
-        e = layers.Add(name="enc3_sum")([_conv(enc[2], "enc3", strides=2)(e),
-                                         _conv(enc[2], "enc3_cur", strides=2, bias=False)(cur01),
-                                         _conv(enc[2], "enc3_mot", strides=2, bias=False)(motion)])
-        e = layers.ReLU(name="enc3_relu")(e)
-
-    # ---- ConvGRU at 1/8 resolution, built from Conv2D ----
     z = layers.Activation("sigmoid", name="gru_z")(
         layers.Add()([_conv(gru_ch, "gru_zx")(e), _conv(gru_ch, "gru_zh", bias=False)(g_prev)]))
     r = layers.Activation("sigmoid", name="gru_r")(
         layers.Add()([_conv(gru_ch, "gru_rx")(e), _conv(gru_ch, "gru_rh", bias=False)(g_prev)]))
     n = layers.Activation("tanh", name="gru_n")(
         layers.Add()([_conv(gru_ch, "gru_nx")(e), _conv(gru_ch, "gru_nh", bias=False)(r * g_prev)]))
-    g_new = g_prev + z * (n - g_prev)                                        # (1-z) h + z n
+    g_new = g_prev + z * (n - g_prev)                                                        # (1-z) h + z n
 
-    cur_s = cur01 * 2.0 - 1.0
+    d = layers.ReLU(name="head_relu")(layers.Add(name="head_sum")(
+        [_conv(32, "head_e", k=1)(e), _conv(32, "head_g", k=1, bias=False)(g_new)]))
+    motion = layers.ReLU(name="motion")(_conv(1, "head_out", k=1)(d))
     h_new = layers.Concatenate(axis=1, name="h_new")(
-        [layers.Flatten(name="g_flat")(g_new), layers.Flatten(name="f_flat")(cur_s)])
-
-    inputs = {"frame": frame, "h_prev": h_prev}
-    if export:
-        pred = layers.Identity(name="pred")(pred)
-        return keras.Model(inputs, {"pred": pred, "h_new": h_new}, name="ped2_cnn_gru_step")
-    return keras.Model(inputs, {"score": score, "map": amap, "h_new": h_new}, name="ped2_cnn_gru_step")
+        [layers.Flatten(name="g_flat")(g_new), layers.Flatten(name="f_flat")(frame * 2.0 - 1.0)])
+    return keras.Model({"frame": frame, "h_prev": h_prev}, {"motion": motion, "h_new": h_new},
+                       name="motion_cnn_gru_step")

@@ -30,7 +30,7 @@ def test_the_sidecar_describes_the_shipped_file(sidecar: dict[str, Any], model: 
     assert (DEFAULT_MODEL.parent / sidecar["float_model"]).is_file()
     assert sidecar["input"]["channels"] == 1 and sidecar["input"]["colour"] == "grey"
     assert model.input_size == (sidecar["input"]["height"], sidecar["input"]["width"], 1)
-    assert model.pred_shape == (sidecar["prediction"]["height"], sidecar["prediction"]["width"])
+    assert model.map_shape == (sidecar["map"]["height"], sidecar["map"]["width"])
     cal = sidecar["calibration"]
     assert np.array(cal["cell_mean"]).shape == tuple(cal["grid"]) == np.array(cal["cell_std"]).shape
     assert cal["n_frames"] > 1000 and sidecar["warmup_frames"] >= 0
@@ -38,7 +38,7 @@ def test_the_sidecar_describes_the_shipped_file(sidecar: dict[str, Any], model: 
 
 
 def test_inputs_and_outputs_are_int8_over_their_full_ranges(model: StreamingModel) -> None:
-    for quant in (model.frame_quant, model.state_in_quant, model.state_out_quant, model.pred_quant):
+    for quant in (model.frame_quant, model.state_in_quant, model.state_out_quant, model.map_quant):
         assert quant.dtype == np.int8 and quant.scale > 0
     # Any camera's pixels ([0, 1]) and any GRU state ([-1, 1]) are representable.
     assert model.frame_quant.dequantize(np.array([-128, 127])) == pytest.approx([0.0, 1.0], abs=0.02)
@@ -62,34 +62,51 @@ def test_only_int8_builtin_ops_and_no_float_islands(model: StreamingModel) -> No
     assert "CONV_2D" in names
 
 
-def test_the_prediction_follows_the_fed_back_state(model: StreamingModel) -> None:
-    """A static textured scene, then a bright square moving right: the map lights up at the square
-    (visible only through the state), and stays quiet where nothing moves."""
+def moving_square(model: StreamingModel, speed: int, frames: int = 10) -> list[np.ndarray]:
+    """A textured static scene with a bright square moving right by ``speed`` px (at the model's input size) per frame."""
     height, width, _ = model.input_size
     rng = np.random.default_rng(0)
-    background = np.clip(100 + 8 * rng.standard_normal((height, width)), 0, 255).astype(np.uint8)
-    stream = ModelStream(model, (8, 12), warmup=0)
-    maps = []
-    for t in range(12):
+    background = np.clip(100 + 12 * rng.standard_normal((height, width)), 0, 255).astype(np.uint8)
+    background = np.ascontiguousarray(np.repeat(np.repeat(background[::2, ::2], 2, 0), 2, 1)[:height, :width])
+    out = []
+    for t in range(frames):
         frame = background.copy()
-        if t >= 4:
-            x0 = 8 + 6 * (t - 4)
-            frame[24:36, x0 : x0 + 12] = 240
-        anomaly_map = stream(frame)
-        assert anomaly_map is not None
-        maps.append(anomaly_map)
-    quiet = max(m.max() for m in maps[2:4])
-    for t in range(5, 12):
-        assert maps[t].max() > 10 * quiet + 1e-6, t
-        row, col = np.unravel_index(np.argmax(maps[t]), maps[t].shape)
-        square_row, square_col = 30 * 8 / height, (8 + 6 * (t - 4) + 6) * 12 / width
-        assert abs(row + 0.5 - square_row) <= 1.5 and abs(col + 0.5 - square_col) <= 2.5, (t, row, col)
-    # The state is what carries the past: from a zero state the same frame scores differently.
-    last = background.copy()
-    last[24:36, 50:62] = 240
-    stream.reset()
-    fresh = stream(last)
-    assert fresh is not None and not np.allclose(fresh, maps[11], rtol=0.2)
+        x0 = 8 + speed * t
+        frame[height // 3 : height // 3 + 16, x0 : x0 + 16] = 230
+        out.append(frame)
+    return out
+
+
+def test_the_motion_map_lights_up_where_something_moves_and_more_the_faster_it_moves(model: StreamingModel) -> None:
+    """The map is quiet on a static scene and hottest at a moving square; a square moving three
+    times as fast gives a hotter map. The motion is only visible through the state (the previous
+    frame is in it), so this also shows that the state is fed back."""
+    grid = model.map_shape  # one cell per map pixel
+    peaks = {}
+    for speed in (1, 3):
+        stream = ModelStream(model, grid, warmup=0)
+        still = moving_square(model, 0, frames=4)
+        for frame in still:
+            quiet = stream(frame)
+        assert quiet is not None
+        frames = moving_square(model, speed)
+        maps = [stream(frame) for frame in frames[1:]]
+        hot = []
+        for t, anomaly_map in enumerate(maps[1:], start=2):
+            assert anomaly_map is not None
+            row, col = np.unravel_index(np.argmax(anomaly_map), anomaly_map.shape)
+            height, width, _ = model.input_size
+            square_row = (height // 3 + 8) * grid[0] / height
+            square_col = (8 + speed * t + 8) * grid[1] / width
+            assert abs(row + 0.5 - square_row) <= 3 and abs(col + 0.5 - square_col) <= 4, (speed, t, row, col)
+            hot.append(anomaly_map.max())
+        assert min(hot) > 3 * quiet.max() + 1e-6, (speed, min(hot), quiet.max())
+        peaks[speed] = float(np.median(hot))
+    assert peaks[3] > 1.5 * peaks[1], peaks
+    # The state is what carries the past: from a zero state the same frame gives another map.
+    stream = ModelStream(model, grid, warmup=0)
+    fresh = stream(moving_square(model, 3)[5])
+    assert fresh is not None and not np.allclose(fresh, maps[-1], rtol=0.2)
 
 
 def test_the_per_frame_tables_give_the_arithmetic_requantization(model: StreamingModel) -> None:
@@ -101,10 +118,10 @@ def test_the_per_frame_tables_give_the_arithmetic_requantization(model: Streamin
         pred, new_state = model.step(frame, state)
         interpreter = model._interpreter
         raw_state = interpreter.get_tensor(model._new_state_index)
-        raw_pred = interpreter.get_tensor(model._pred_index)
+        raw_pred = interpreter.get_tensor(model._map_index)
         requantized = model.state_in_quant.quantize(model.state_out_quant.dequantize(raw_state))
         np.testing.assert_array_equal(new_state, requantized)
-        np.testing.assert_array_equal(pred, model.pred_quant.dequantize(raw_pred).reshape(model.pred_shape))
+        np.testing.assert_array_equal(pred, model.map_quant.dequantize(raw_pred).reshape(model.map_shape))
         state = new_state.copy()
     again, _ = model.step(frame, state)
     assert again is pred  # the same buffer, frame after frame

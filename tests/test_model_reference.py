@@ -43,7 +43,7 @@ def run_reference_sequence(model: StreamingModel) -> tuple[np.ndarray, np.ndarra
     for frame in fixed_frames(height, width):
         quantized = model.frame_quant.quantize(frame.astype(np.float32) / 255).reshape(model.frame_shape)
         pred, state = model.step(quantized, state)
-        preds.append(model.pred_quant.quantize(pred))
+        preds.append(model.map_quant.quantize(pred))
         state = state.copy()
     return np.stack(preds), state
 

@@ -42,7 +42,7 @@ def test_one_epoch_on_tiny_footage_gives_an_int8_model_the_agent_runs(
     sidecar = json.loads((out / "tiny_int8.json").read_text())
     assert model.info.sha256 == sidecar["sha256"] and (out / sidecar["float_model"]).is_file()
     assert model.frame_quant.dtype == np.int8 and model.input_size == (32, 48, 1)
-    assert model.pred_shape == (16, 24) and sidecar["calibration"]["grid"] == [4, 6]
+    assert model.map_shape == (8, 12) and sidecar["calibration"]["grid"] == [4, 6]
     assert sidecar["training"]["frames"] == FRAMES and sidecar["training"]["seed"] == 1234
     stream = ModelStream(model, (4, 6))
     maps = [stream(scene.frame_at(index)) for index in range(12)]

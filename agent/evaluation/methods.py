@@ -9,14 +9,14 @@ before the first score count 0 (the agent makes no decision on them).
 Baselines (their parameters are fixed here, not tuned on any test set):
 
 * ``frame_diff``: whole-frame differencing, the mean squared difference between the frame and
-  the previous one (at the model's prediction size, as the model's error is measured).
+  the previous one (both grey at the model's input size, as the model sees them).
 * ``mog2``: OpenCV's MOG2 background subtractor (its defaults: history 500, variance threshold
   16, no shadows) on the grey frame at its own size, started afresh on every clip: the fraction
   of foreground pixels, what motion-based tools alarm on.
-* ``cell_diff_z``: the strong one. Frame differencing per cell: the agent's error map with the
-  previous frame as the "prediction", then the agent's :class:`~agent.scoring.CellScorer`
+* ``cell_diff_z``: the strong one. Frame differencing per cell: the mean squared difference
+  from the previous frame over each cell, then the agent's :class:`~agent.scoring.CellScorer`
   (z-score per cell against per-cell statistics of normal footage, the same spread floor as the
-  model, largest cell). It is the model's scoring with "nothing changes" as the model.
+  model, largest cell). It is the model's scoring with the frame difference as the motion map.
 
 The baselines skip the same warm-up frames as the model (at least one: differencing needs a
 previous frame).
@@ -35,7 +35,7 @@ from agent.config import CalibrationConfig, DetectorConfig, GatingConfig
 from agent.detector import Detector
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
-from agent.scoring import Calibrator, CellScorer, CellStats, error_map
+from agent.scoring import Calibrator, CellScorer, CellStats, cell_means
 from agent.stream import ModelStream
 
 Cell = tuple[int, int]
@@ -54,7 +54,7 @@ class FrameScorer(Protocol):
 
 class ModelScorer:
     """The camera pipeline's scoring: :class:`ModelStream` (preprocess, invoke, state feedback,
-    error map), then :class:`CellScorer` (largest per-cell z-score against ``stats``)."""
+    cell means of the motion map), then :class:`CellScorer` (largest per-cell z-score against ``stats``)."""
 
     def __init__(
         self, name: str, label: str, model: StreamingModel, stats: CellStats, calibration: CalibrationConfig,
@@ -83,13 +83,14 @@ class ModelScorer:
 
 class _Motion:
     """What the baselines share: the agent's preprocessing of the frame (grey, area-resized to the
-    model's sizes) and the model's warm-up."""
+    model's input size) and the model's warm-up."""
 
     def __init__(self, model: StreamingModel, warmup: int) -> None:
-        self.pre = Preprocessor(model.frame_shape, model.frame_quant, model.pred_shape)
+        self.pre = Preprocessor(model.frame_shape, model.frame_quant, model.map_shape)
         self.warmup = max(1, warmup)
         self.since_reset = 0
-        self.previous = np.zeros(model.pred_shape, np.float32)
+        self.current = np.zeros(model.input_size[:2], np.float32)
+        self.previous = np.zeros(model.input_size[:2], np.float32)
 
     def reset(self) -> None:
         self.since_reset = 0
@@ -98,9 +99,9 @@ class _Motion:
         """Mean squared difference from the previous frame per cell of ``grid``, past warm-up."""
         self.pre(image)
         self.since_reset += 1
-        current = self.pre.current
-        difference = error_map(self.previous, current, grid) if self.since_reset > 1 else None
-        np.copyto(self.previous, current)
+        np.multiply(self.pre.small, np.float32(1 / 255), out=self.current)
+        difference = cell_means(np.square(self.current - self.previous), grid) if self.since_reset > 1 else None
+        np.copyto(self.previous, self.current)
         return difference if self.since_reset > self.warmup else None
 
 

@@ -339,7 +339,7 @@ def format_report(evaluation: Evaluation) -> str:
     for c in r["clips"]:
         lines.append(f"  {c['name']:6} {c['frames']:>6} {c['anomalous']:>9} {_num(c['auc_causal']):>7} "
                      + " ".join(f"{_num(v):>11}" for v in c["baselines"].values()) + f" {c['peak_score']:>10.2f}")
-    lines += ["", f"step (int8; preprocess + invoke + state feedback + error map, one thread): p50 "
+    lines += ["", f"step (int8; preprocess + invoke + state feedback + cell means, one thread): p50 "
               f"{r['step_ms_p50']:.3f} ms, p99 {r['step_ms_p99']:.3f} ms"
               + (f"; float p50 {r['step_ms_p50_float']:.3f} ms" if r["step_ms_p50_float"] is not None else ""),
               f"decode only (JPEG read): p50 {r['decode_ms_p50']:.3f} ms; step / decode {r['step_per_decode']}"]
