@@ -43,15 +43,22 @@ def temporal_denoise(frames: list[np.ndarray], noise: float) -> np.ndarray:
     """The current (last) frame averaged with the earlier ones where they agree with it."""
     current = frames[-1]
     total = current.astype(np.uint16)  # integer sums: up to 16 frames of 255 fit
-    count = np.ones(current.shape, np.uint16)
+    count = np.ones(current.shape[:2], np.uint8)  # frames in each pixel's sum
     current_grey = cv2.cvtColor(current, cv2.COLOR_BGR2GRAY)
     limit = max(3 * noise, 6.0)  # grey differences beyond this are motion, not noise
+    # Scratch, reused for each earlier frame: masks select with a bitwise and, faster than a masked add.
+    difference, agree = np.empty_like(current_grey), np.empty_like(current_grey)
+    agree_bgr, selected = np.empty_like(current), np.empty_like(current)
     for earlier in frames[:-1]:
-        difference = cv2.absdiff(cv2.cvtColor(earlier, cv2.COLOR_BGR2GRAY), current_grey)
-        _, agree = cv2.threshold(difference, limit, 1, cv2.THRESH_BINARY_INV)
-        cv2.add(total, earlier.astype(np.uint16), dst=total, mask=agree)
-        cv2.add(count, 1, dst=count, mask=agree)
-    return cv2.divide(total, count, dtype=cv2.CV_8U)
+        cv2.cvtColor(earlier, cv2.COLOR_BGR2GRAY, dst=difference)
+        cv2.absdiff(difference, current_grey, dst=difference)
+        cv2.threshold(difference, limit, 1, cv2.THRESH_BINARY_INV, dst=agree)
+        cv2.add(count, agree, dst=count)
+        cv2.threshold(difference, limit, 255, cv2.THRESH_BINARY_INV, dst=agree)
+        cv2.merge([agree] * 3, dst=agree_bgr)
+        cv2.bitwise_and(earlier, agree_bgr, dst=selected)
+        np.add(total, selected, out=total)
+    return cv2.divide(total, cv2.merge([count] * 3).astype(np.uint16), dtype=cv2.CV_8U)
 
 
 def auto_gamma(image: np.ndarray, brightness: float) -> np.ndarray:
