@@ -2,8 +2,8 @@
 
 Steps, each configurable: temporal denoising over the last frames (the camera is fixed, so
 averaging aligned frames beats single-frame denoisers; pixels that moved are left to the current
-frame so movers do not ghost), automatic gamma from the frame's brightness, CLAHE on lightness,
-and an optional unsharp mask. In ``auto`` mode a frame that is neither dark, flat nor noisy is
+frame so movers do not ghost), automatic gamma from the frame's brightness, CLAHE on lightness
+(the luma, through a table; the chroma stays), and an optional unsharp mask. In ``auto`` mode a frame that is neither dark, flat nor noisy is
 returned untouched.
 """
 
@@ -19,6 +19,22 @@ from agent.config import EnhanceConfig
 #: Immerkaer's noise-estimation kernel: it cancels image structure, leaving the noise.
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 TARGET_BRIGHTNESS = 0.45
+
+
+def _lightness_tables() -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's 8-bit Lab lightness of each grey level, and the grey level of each lightness."""
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    to_lightness = cv2.cvtColor(cv2.merge([levels] * 3), cv2.COLOR_BGR2LAB)[0, :, 0].copy()
+    neutral = np.full_like(levels, 128)  # a* = b* = 0
+    to_luma = cv2.cvtColor(cv2.cvtColor(cv2.merge([levels, neutral, neutral]), cv2.COLOR_LAB2BGR),
+                           cv2.COLOR_BGR2GRAY)[0].copy()
+    return to_lightness, to_luma
+
+
+#: CLAHE works on lightness (even steps to the eye, as in Lab) but converting whole frames to Lab
+#: and back cost more than the rest of the enhancement together: the luma goes to lightness and
+#: back through these tables, and the colour stays in the frame's YCrCb chroma.
+TO_LIGHTNESS, TO_LUMA = _lightness_tables()
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,10 @@ class Enhancer:
         if c.gamma and quality.brightness < c.dark_below:
             image = auto_gamma(image, quality.brightness)
         if c.clahe:
-            lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
-            lab[..., 0] = self._clahe.apply(lab[..., 0])
-            image = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+            ycrcb = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
+            lightness = self._clahe.apply(cv2.LUT(cv2.extractChannel(ycrcb, 0), TO_LIGHTNESS))
+            cv2.insertChannel(cv2.LUT(lightness, TO_LUMA), ycrcb, 0)
+            image = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
         if c.sharpen > 0:
             blurred = cv2.GaussianBlur(image, (0, 0), 1.5)
             image = cv2.addWeighted(image, 1 + c.sharpen, blurred, -c.sharpen, 0)
