@@ -1,7 +1,8 @@
-"""Capture: one thread per camera reads frames and hands the newest one to the pipeline.
+"""Capture: one thread per camera reads frames and hands them to the pipeline.
 
 Live sources overwrite a frame the pipeline has not taken yet (it is stale; counted in
-``dropped``). Files, folders and the synthetic scene block instead, so every frame is analysed.
+``dropped``). Files, folders and the synthetic scene wait instead, a few frames ahead at most,
+so every frame is analysed.
 A source that fails to open or stops delivering is reopened with exponential backoff, and the
 camera's status callback says ``online``/``offline``.
 """
@@ -24,34 +25,45 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 READ_TIMES_KEPT = 512
+#: Frames a file's reader may decode ahead of the pipeline.
+HANDOFF_FRAMES = 4
 
 
 class FrameSlot:
-    """A one-frame handoff between the capture thread and the pipeline thread."""
+    """The hand-over between the capture thread and the pipeline thread.
 
-    def __init__(self) -> None:
+    A live source's frame replaces whatever the pipeline has not taken yet (stale: counted in
+    ``dropped``), so the pipeline always gets the newest. A file's, folder's or synthetic scene's
+    reader waits instead, up to ``depth`` frames ahead: a short queue lets it go on decoding while
+    the pipeline spends a moment on an event, and the pipeline then finds frames waiting.
+    """
+
+    def __init__(self, depth: int = HANDOFF_FRAMES) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._frames: deque[Frame] = deque()
+        self._depth = depth
         self._closed = False
         self.dropped = 0
 
     def put(self, frame: Frame, *, drop_stale: bool, stop: threading.Event) -> None:
         with self._cond:
             if drop_stale:
-                if self._frame is not None:
-                    self.dropped += 1
+                self.dropped += len(self._frames)
+                self._frames.clear()
             else:
-                while self._frame is not None and not stop.is_set():
+                while len(self._frames) >= self._depth and not stop.is_set():
                     self._cond.wait(0.1)
-            self._frame = frame
+            self._frames.append(frame)
             self._cond.notify_all()
 
     def get(self, timeout: float) -> Frame | None:
-        """The newest frame, or ``None`` after ``timeout`` or once closed and drained."""
+        """The next frame, or ``None`` after ``timeout`` or once closed and drained."""
         with self._cond:
-            if self._frame is None and not self._closed:
+            if not self._frames and not self._closed:
                 self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
+            if not self._frames:
+                return None
+            frame = self._frames.popleft()
             self._cond.notify_all()
             return frame
 
@@ -63,7 +75,7 @@ class FrameSlot:
     @property
     def closed(self) -> bool:
         with self._cond:
-            return self._closed and self._frame is None
+            return self._closed and not self._frames
 
 
 class CaptureWorker(threading.Thread):
