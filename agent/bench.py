@@ -107,7 +107,7 @@ def thread_cpu_s(native_id: int | None) -> float:
 
 
 class CameraCpu:
-    """CPU seconds of each camera's threads (capture, pipeline, and a reader per source opening).
+    """CPU seconds of each camera's threads (capture, pipeline, report, and a reader per source opening).
 
     Sampled while the agent runs: a looping file ends a reader thread at each rewind, and a
     thread's CPU time can only be read while it exists, so each thread's last sample is kept.
@@ -129,8 +129,8 @@ class CameraCpu:
 
     def _camera_of(self, thread_name: str) -> str | None:
         for camera in self.cameras:
-            if thread_name in (f"capture-{camera}", f"pipeline-{camera}") or thread_name.startswith(
-                f"reader-{camera}-"
+            if thread_name in (f"capture-{camera}", f"pipeline-{camera}", f"report-{camera}") or (
+                thread_name.startswith(f"reader-{camera}-")
             ):
                 return camera
         return None
@@ -395,7 +395,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"throughput     {report['throughput_fps']:9.1f} frames/s in all ({report['frames']} frames, "
         f"{report['wall_s']} s)" + (f"; gating skipped the model on {report['model_skipped']}" if report["gating"] else ""),
         f"decode only    {report['decode_only_fps']:9.1f} frames/s (one camera's source, alone on one core)",
-        f"inference only {report['inference_only_fps']:9.1f} frames/s (preprocess, model, error map: alone on one core)",
+        f"inference only {report['inference_only_fps']:9.1f} frames/s (preprocess, model, error map: alone, "
+        "one core)",
         f"per camera / ceiling  {report['ceiling_ratio'] or 'n/a (paced)'} (ceiling: the slower of the two above)",
         f"cpu            {report['cpu_percent']:9.1f} % of one core, whole process "
         f"({os.cpu_count()} cores here)",
@@ -411,6 +412,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("per camera:")
     for name, cam in report["per_camera"].items():
         lines.append(f"  {name}: {cam['frames']} frames, {cam['dropped_frames']} dropped, "
-                     f"cpu {cam['cpu_percent']} % (its capture, reader and pipeline threads), on {cam['delegate']}, "
-                     f"{cam['events']} event(s)")
+                     f"cpu {cam['cpu_percent']} % (its capture, reader, pipeline and report threads), "
+                     f"on {cam['delegate']}, {cam['events']} event(s)")
     return "\n".join(lines)

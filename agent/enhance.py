@@ -3,8 +3,8 @@
 Steps, each configurable: temporal denoising over the last frames (the camera is fixed, so
 averaging aligned frames beats single-frame denoisers; pixels that moved are left to the current
 frame so movers do not ghost), automatic gamma from the frame's brightness, CLAHE on lightness
-(the luma, through a table; the chroma stays), and an optional unsharp mask. In ``auto`` mode a frame that is neither dark, flat nor noisy is
-returned untouched.
+(the luma, through a table; the chroma stays), and an optional unsharp mask. In ``auto`` mode a
+frame that is neither dark, flat nor noisy is returned untouched.
 """
 
 from __future__ import annotations
