@@ -362,8 +362,9 @@ def run_bench(options: Options) -> dict[str, Any]:
             "cameras": camera_configs(options),
         })
         camera = config.cameras[0]
-        images = first_frames(camera, INFERENCE_FRAMES)  # a source that does not open is an error now, not a hang
+        first_frames(camera, 1)  # a source that does not open is an error now, not a hang
         result = run_agent(options, config, broker, bench_t0)
+    images = first_frames(camera, INFERENCE_FRAMES)  # after the agent: not in its peak RSS
     decode_fps = decode_only_fps(camera, options.frames)
     inference_fps = inference_only_fps(config, camera, images, options.frames)
     image = images[0]
