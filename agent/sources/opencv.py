@@ -49,8 +49,11 @@ class OpenCVSource:
     return ``None`` instead of hanging for ever.
     """
 
-    def __init__(self, target: str, *, kind: str, open_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self, target: str, *, kind: str, open_timeout_s: float, read_timeout_s: float, decode_threads: int = 1
+    ) -> None:
         self.live = kind in ("device", "stream")
+        threads = [cv2.CAP_PROP_N_THREADS, decode_threads] if decode_threads else []
         timeouts = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
@@ -59,9 +62,9 @@ class OpenCVSource:
             index = int(target.removeprefix("/dev/video"))
             self._capture = cv2.VideoCapture(index, cv2.CAP_V4L2)
         elif kind == "stream":
-            self._capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
+            self._capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts + threads)
         else:
-            self._capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+            self._capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, threads)
         if not self._capture.isOpened():
             self._capture.release()
             raise SourceError(f"cannot open {kind} {target!r}")
