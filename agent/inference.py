@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cv2
 import numpy as np
 
 from agent.errors import ModelError
@@ -209,6 +210,6 @@ class StreamingModel:
         # Views of the interpreter's outputs, read at once: nothing is allocated per frame.
         raw_state = interpreter.tensor(self._new_state_index)().view(np.uint8)
         raw_pred = interpreter.tensor(self._pred_index)().view(np.uint8)
-        np.take(state_table, raw_state, out=self._state_out)
-        np.take(pred_table, raw_pred.reshape(self.pred_shape), out=self._pred_out)
+        cv2.LUT(raw_state, state_table, dst=self._state_out)
+        cv2.LUT(raw_pred.reshape(self.pred_shape), pred_table, dst=self._pred_out)
         return self._pred_out, self._state_out
