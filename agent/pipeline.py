@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 STAGES = ("preprocess", "infer", "score", "report")
 LATENCY_WINDOW = 512
-#: Reporter calls the pipeline may be ahead of its report thread (then it waits for it).
-REPORT_QUEUE = 64
+#: Reporter calls the pipeline may be ahead of its report thread (then it waits for it); each
+#: holds its frame and the history, so this bounds the memory a stalled disk can pin.
+REPORT_QUEUE = 16
 
 
 def p50_p99(values: Iterable[float]) -> dict[str, float]:
