@@ -68,9 +68,11 @@ Report = tuple[Callable[[], object], tuple[np.ndarray, ...]]
 def deliver(reporter: EventReporter, report: Report) -> None:
     """Make one reporter call with the frame history it was made with (the snapshot denoiser's)."""
     call, recent = report
-    reporter.recent.clear()
     reporter.recent.extend(recent)
-    call()
+    try:
+        call()
+    finally:
+        reporter.recent.clear()  # between calls it holds no frame, so the source can reuse them
 
 
 class ReportThread(threading.Thread):
