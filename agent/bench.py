@@ -1,16 +1,16 @@
 """``edge-agent bench``: the real agent on a file or the synthetic scene, measured.
 
 It starts a throw-away mosquitto and a subscriber, runs the agent in this process (capture,
-pipeline and publisher threads, exactly as ``run`` builds them) until every camera has analysed
-``--frames`` frames, then measures, each alone on one core and over as many frames of the same
+pipeline, report and publisher threads, exactly as ``run`` builds them) until every camera has
+analysed ``--frames`` frames, then measures, each alone on one core and over as many frames of the same
 source, its decode and its inference (frame to anomaly map: preprocess, invoke, state feedback,
 error map), so the pipeline can be compared with its ceiling, the slower of the two: a pipeline
 that overlaps them on two cores and whose glue costs little gets close to it. Each camera
 calibrates on its first ``CALIBRATION_FRAMES`` frames, then detects.
 
 Latencies: ``decode`` (the source's read), ``preprocess``, ``invoke`` (model step and error map),
-``detector`` (scoring and decision), ``report`` (event bookkeeping, with the snapshot when an
-event starts or improves), ``snapshot_encode`` (annotated JPEG of a source frame, measured apart:
+``detector`` (scoring and decision), ``report`` (handing the frame's event calls to the camera's
+report thread), ``snapshot_encode`` (annotated JPEG of a source frame, measured apart:
 events are too rare for a percentile), ``publish`` (event queued to received by the subscriber).
 ``event_latency_ms``: capture time of the frame that opened an event to its receipt by the
 subscriber; the ``min_duration_s`` debounce before that frame comes on top (``debounce_ms``).
