@@ -1,14 +1,16 @@
 """``edge-agent bench``: the real agent on a file or the synthetic scene, measured.
 
 It starts a throw-away mosquitto and a subscriber, runs the agent in this process (capture,
-pipeline and publisher threads, exactly as ``run`` builds them) until every camera has analysed
-``--frames`` frames, then measures the same source's decode alone and the model's invoke alone,
-so the pipeline can be compared with its ceiling (the slower of the two). Each camera calibrates
-on its first ``CALIBRATION_FRAMES`` frames, then detects.
+pipeline, report and publisher threads, exactly as ``run`` builds them) until every camera has
+analysed ``--frames`` frames, then measures, each alone on one core and over as many frames of the same
+source, its decode and its inference (frame to anomaly map: preprocess, invoke, state feedback,
+cell means), so the pipeline can be compared with its ceiling, the slower of the two: a pipeline
+that overlaps them on two cores and whose glue costs little gets close to it. Each camera
+calibrates on its first ``CALIBRATION_FRAMES`` frames, then detects.
 
 Latencies: ``decode`` (the source's read), ``preprocess``, ``invoke`` (model step and cell means),
-``detector`` (scoring and decision), ``report`` (event bookkeeping, with the snapshot when an
-event starts or improves), ``snapshot_encode`` (annotated JPEG of a source frame, measured apart:
+``detector`` (scoring and decision), ``report`` (handing the frame's event calls to the camera's
+report thread), ``snapshot_encode`` (annotated JPEG of a source frame, measured apart:
 events are too rare for a percentile), ``publish`` (event queued to received by the subscriber).
 ``event_latency_ms``: capture time of the frame that opened an event to its receipt by the
 subscriber; the ``min_duration_s`` debounce before that frame comes on top (``debounce_ms``).
@@ -22,7 +24,8 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,7 @@ from agent.pipeline import p50_p99
 from agent.scoring import Region
 from agent.snapshot import render_snapshots
 from agent.sources import open_source
+from agent.stream import ModelStream
 
 DEVICE = "bench"
 #: Each camera calibrates on its first frames (the detector is idle meanwhile), then the synthetic
@@ -48,7 +52,8 @@ CALIBRATION_FRAMES = 50
 ANOMALY_AT_S = 7.5
 SNAPSHOT_SAMPLES = 30
 FIRST_FRAME_TIMEOUT_S = 30.0
-INVOKE_SAMPLES = 2000
+#: Decoded frames of the source that the inference-only measurement cycles through.
+INFERENCE_FRAMES = 16
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -102,7 +107,7 @@ def thread_cpu_s(native_id: int | None) -> float:
 
 
 class CameraCpu:
-    """CPU seconds of each camera's threads (capture, pipeline, and a reader per source opening).
+    """CPU seconds of each camera's threads (capture, pipeline, report, and a reader per source opening).
 
     Sampled while the agent runs: a looping file ends a reader thread at each rewind, and a
     thread's CPU time can only be read while it exists, so each thread's last sample is kept.
@@ -124,8 +129,8 @@ class CameraCpu:
 
     def _camera_of(self, thread_name: str) -> str | None:
         for camera in self.cameras:
-            if thread_name in (f"capture-{camera}", f"pipeline-{camera}") or thread_name.startswith(
-                f"reader-{camera}-"
+            if thread_name in (f"capture-{camera}", f"pipeline-{camera}", f"report-{camera}") or (
+                thread_name.startswith(f"reader-{camera}-")
             ):
                 return camera
         return None
@@ -155,42 +160,58 @@ def timed_rate(count: int, step: Callable[[int], None]) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def decode_only_fps(camera: CameraConfig, frames: int) -> float:
-    """The source alone: frames per second read (reopened at its end), no pacing."""
-    source = open_source(camera)
-    state = {"source": source}
-
-    def read(_: int) -> None:
-        if state["source"].read() is None:
-            state["source"].close()
-            state["source"] = open_source(camera)
-            if state["source"].read() is None:
-                raise SourceError(f"{camera.source} delivers no frame")
-
+@contextmanager
+def one_core() -> Iterator[None]:
+    """The calling thread, and the threads it starts meanwhile (a decoder's), on one CPU."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
     try:
-        return timed_rate(frames, read)
+        yield
     finally:
-        state["source"].close()
+        os.sched_setaffinity(0, allowed)
 
 
-def invoke_only_fps(config: AgentConfig) -> float:
-    """The model alone, on its chosen delegate: steps per second on a fixed input."""
-    model = DelegatedModel(config.model)
-    frame = np.zeros(model.frame_shape, model.frame_quant.dtype)
-    state = model.zero_state()
-    model.step(frame, state)
-    return timed_rate(INVOKE_SAMPLES, lambda _: model.step(frame, state))
+def decode_only_fps(camera: CameraConfig, frames: int) -> float:
+    """The source alone on one core: frames per second read (reopened at its end), no pacing."""
+    with one_core():
+        source = open_source(camera)
+        state = {"source": source}
+
+        def read(_: int) -> None:
+            if state["source"].read() is None:
+                state["source"].close()
+                state["source"] = open_source(camera)
+                if state["source"].read() is None:
+                    raise SourceError(f"{camera.source} delivers no frame")
+
+        try:
+            return timed_rate(frames, read)
+        finally:
+            state["source"].close()
 
 
-def first_frame(camera: CameraConfig) -> np.ndarray:
+def inference_only_fps(config: AgentConfig, camera: CameraConfig, images: list[np.ndarray], frames: int) -> float:
+    """Inference alone on one core, as the pipeline runs it (:class:`ModelStream`: preprocess,
+    invoke on the model's chosen delegate, state feedback, cell means): frames per second over
+    ``frames`` frames, cycling through ``images``, frames of the same source decoded beforehand."""
+    with one_core():
+        stream = ModelStream(DelegatedModel(config.model), camera.calibration.grid)
+        stream(images[0])
+        return timed_rate(frames, lambda index: stream(images[index % len(images)]))
+
+
+def first_frames(camera: CameraConfig, count: int) -> list[np.ndarray]:
+    """The source's first ``count`` frames (fewer if it has fewer)."""
     source = open_source(camera)
+    images = []
     try:
-        image = source.read()
+        while len(images) < count and (image := source.read()) is not None:
+            images.append(image)
     finally:
         source.close()
-    if image is None:
+    if not images:
         raise SourceError(f"{camera.source} delivers no frame")
-    return image
+    return images
 
 
 def snapshot_encode_ms(image: np.ndarray, camera: CameraConfig) -> dict[str, float]:
@@ -341,12 +362,14 @@ def run_bench(options: Options) -> dict[str, Any]:
             "cameras": camera_configs(options),
         })
         camera = config.cameras[0]
-        image = first_frame(camera)  # a source that does not open is an error now, not a hang
+        first_frames(camera, 1)  # a source that does not open is an error now, not a hang
         result = run_agent(options, config, broker, bench_t0)
+    images = first_frames(camera, INFERENCE_FRAMES)  # after the agent: not in its peak RSS
     decode_fps = decode_only_fps(camera, options.frames)
-    invoke_fps = invoke_only_fps(config)
+    inference_fps = inference_only_fps(config, camera, images, options.frames)
+    image = images[0]
     result["stages_ms"]["snapshot_encode"] = snapshot_encode_ms(image, camera)
-    ceiling = min(decode_fps, invoke_fps)
+    ceiling = min(decode_fps, inference_fps)
     per_camera_fps = result["throughput_fps"] / options.cameras
     return {
         "source": options.source,
@@ -357,7 +380,7 @@ def run_bench(options: Options) -> dict[str, Any]:
         "frame_size": [int(image.shape[1]), int(image.shape[0])],
         "throughput_fps": result.pop("throughput_fps"),
         "decode_only_fps": round(decode_fps, 1),
-        "invoke_only_fps": round(invoke_fps, 1),
+        "inference_only_fps": round(inference_fps, 1),
         # Paced cameras run at their frame rate, not at the ceiling: no ratio then.
         "ceiling_ratio": None if options.fps else round(per_camera_fps / ceiling, 3),
         **result,
@@ -372,8 +395,9 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"paced at {report['paced_fps']} fps" if report["paced_fps"] else "unpaced (as fast as it goes)"),
         f"throughput     {report['throughput_fps']:9.1f} frames/s in all ({report['frames']} frames, "
         f"{report['wall_s']} s)" + (f"; gating skipped the model on {report['model_skipped']}" if report["gating"] else ""),
-        f"decode only    {report['decode_only_fps']:9.1f} frames/s (one camera's source, alone)",
-        f"invoke only    {report['invoke_only_fps']:9.1f} steps/s (the model alone)",
+        f"decode only    {report['decode_only_fps']:9.1f} frames/s (one camera's source, alone on one core)",
+        f"inference only {report['inference_only_fps']:9.1f} frames/s (preprocess, model, cell means: alone, "
+        "one core)",
         f"per camera / ceiling  {report['ceiling_ratio'] or 'n/a (paced)'} (ceiling: the slower of the two above)",
         f"cpu            {report['cpu_percent']:9.1f} % of one core, whole process "
         f"({os.cpu_count()} cores here)",
@@ -389,6 +413,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("per camera:")
     for name, cam in report["per_camera"].items():
         lines.append(f"  {name}: {cam['frames']} frames, {cam['dropped_frames']} dropped, "
-                     f"cpu {cam['cpu_percent']} % (its capture, reader and pipeline threads), on {cam['delegate']}, "
-                     f"{cam['events']} event(s)")
+                     f"cpu {cam['cpu_percent']} % (its capture, reader, pipeline and report threads), "
+                     f"on {cam['delegate']}, {cam['events']} event(s)")
     return "\n".join(lines)

@@ -289,6 +289,8 @@ class CameraConfig(Strict):
     fps: PositiveFloat | None = None
     open_timeout_s: PositiveFloat = 10.0
     read_timeout_s: PositiveFloat = 10.0
+    #: FFmpeg's decoding threads for a video file or stream (0: its default, one per core).
+    decode_threads: int = Field(1, ge=0, le=16)
     #: A live source that delivers no frame for this long is reopened, even if its read hangs.
     stall_timeout_s: PositiveFloat = 15.0
     synthetic: SyntheticConfig | None = None

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import AgentConfig, CameraConfig
@@ -42,6 +44,9 @@ RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox
                 "log_format", "health", "http", "homeassistant")
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
+#: OpenCV's own worker pool, for one call: none. Every camera already runs a reader and a pipeline
+#: thread; on a small box the pool's workers only wait for cores those threads are using.
+OPENCV_THREADS = 1
 
 
 @dataclass
@@ -85,6 +90,7 @@ def calibration_path(state_dir: Path, camera: str) -> Path:
 
 class Agent:
     def __init__(self, config: AgentConfig, store: ConfigStore | None = None) -> None:
+        cv2.setNumThreads(OPENCV_THREADS)
         self.config = config
         self.store = store
         self._config_version = store.version if store is not None else 1

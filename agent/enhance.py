@@ -2,9 +2,9 @@
 
 Steps, each configurable: temporal denoising over the last frames (the camera is fixed, so
 averaging aligned frames beats single-frame denoisers; pixels that moved are left to the current
-frame so movers do not ghost), automatic gamma from the frame's brightness, CLAHE on lightness,
-and an optional unsharp mask. In ``auto`` mode a frame that is neither dark, flat nor noisy is
-returned untouched.
+frame so movers do not ghost), automatic gamma from the frame's brightness, CLAHE on lightness
+(the luma, through a table; the chroma stays), and an optional unsharp mask. In ``auto`` mode a
+frame that is neither dark, flat nor noisy is returned untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +19,22 @@ from agent.config import EnhanceConfig
 #: Immerkaer's noise-estimation kernel: it cancels image structure, leaving the noise.
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 TARGET_BRIGHTNESS = 0.45
+
+
+def _lightness_tables() -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's 8-bit Lab lightness of each grey level, and the grey level of each lightness."""
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    to_lightness = cv2.cvtColor(cv2.merge([levels] * 3), cv2.COLOR_BGR2LAB)[0, :, 0].copy()
+    neutral = np.full_like(levels, 128)  # a* = b* = 0
+    to_luma = cv2.cvtColor(cv2.cvtColor(cv2.merge([levels, neutral, neutral]), cv2.COLOR_LAB2BGR),
+                           cv2.COLOR_BGR2GRAY)[0].copy()
+    return to_lightness, to_luma
+
+
+#: CLAHE works on lightness (even steps to the eye, as in Lab) but converting whole frames to Lab
+#: and back cost more than the rest of the enhancement together: the luma goes to lightness and
+#: back through these tables, and the colour stays in the frame's YCrCb chroma.
+TO_LIGHTNESS, TO_LUMA = _lightness_tables()
 
 
 @dataclass(frozen=True)
@@ -43,15 +59,22 @@ def temporal_denoise(frames: list[np.ndarray], noise: float) -> np.ndarray:
     """The current (last) frame averaged with the earlier ones where they agree with it."""
     current = frames[-1]
     total = current.astype(np.uint16)  # integer sums: up to 16 frames of 255 fit
-    count = np.ones(current.shape, np.uint16)
+    count = np.ones(current.shape[:2], np.uint8)  # frames in each pixel's sum
     current_grey = cv2.cvtColor(current, cv2.COLOR_BGR2GRAY)
     limit = max(3 * noise, 6.0)  # grey differences beyond this are motion, not noise
+    # Scratch, reused for each earlier frame: masks select with a bitwise and, faster than a masked add.
+    difference, agree = np.empty_like(current_grey), np.empty_like(current_grey)
+    agree_bgr, selected = np.empty_like(current), np.empty_like(current)
     for earlier in frames[:-1]:
-        difference = cv2.absdiff(cv2.cvtColor(earlier, cv2.COLOR_BGR2GRAY), current_grey)
-        _, agree = cv2.threshold(difference, limit, 1, cv2.THRESH_BINARY_INV)
-        cv2.add(total, earlier.astype(np.uint16), dst=total, mask=agree)
-        cv2.add(count, 1, dst=count, mask=agree)
-    return cv2.divide(total, count, dtype=cv2.CV_8U)
+        cv2.cvtColor(earlier, cv2.COLOR_BGR2GRAY, dst=difference)
+        cv2.absdiff(difference, current_grey, dst=difference)
+        cv2.threshold(difference, limit, 1, cv2.THRESH_BINARY_INV, dst=agree)
+        cv2.add(count, agree, dst=count)
+        cv2.threshold(difference, limit, 255, cv2.THRESH_BINARY_INV, dst=agree)
+        cv2.merge([agree] * 3, dst=agree_bgr)
+        cv2.bitwise_and(earlier, agree_bgr, dst=selected)
+        np.add(total, selected, out=total)
+    return cv2.divide(total, cv2.merge([count] * 3).astype(np.uint16), dtype=cv2.CV_8U)
 
 
 def auto_gamma(image: np.ndarray, brightness: float) -> np.ndarray:
@@ -83,9 +106,10 @@ class Enhancer:
         if c.gamma and quality.brightness < c.dark_below:
             image = auto_gamma(image, quality.brightness)
         if c.clahe:
-            lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
-            lab[..., 0] = self._clahe.apply(lab[..., 0])
-            image = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+            ycrcb = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
+            lightness = self._clahe.apply(cv2.LUT(cv2.extractChannel(ycrcb, 0), TO_LIGHTNESS))
+            cv2.insertChannel(cv2.LUT(lightness, TO_LUMA), ycrcb, 0)
+            image = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
         if c.sharpen > 0:
             blurred = cv2.GaussianBlur(image, (0, 0), 1.5)
             image = cv2.addWeighted(image, 1 + c.sharpen, blurred, -c.sharpen, 0)

@@ -77,8 +77,8 @@ class EventReporter:
             if clips.enabled else None
 
     def remember(self, frame: Frame) -> None:
-        """Keep the camera's newest frame: for the snapshot's denoiser and the clips' pre-roll."""
-        self.recent.append(frame.image)
+        """Give the clips' pre-roll the camera's newest frame (the pipeline calls this only when
+        clips are on; the snapshot denoiser's frames come with each call, in ``recent``)."""
         if self.clips is not None:
             self.clips.add(frame, self.camera.snapshot.privacy_masks)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cv2
 import numpy as np
 
 from agent.errors import ModelError
@@ -207,6 +208,6 @@ class StreamingModel:
         # Views of the interpreter's outputs, read at once: nothing is allocated per frame.
         raw_state = interpreter.tensor(self._new_state_index)().view(np.uint8)
         raw_map = interpreter.tensor(self._map_index)().view(np.uint8)
-        np.take(state_table, raw_state, out=self._state_out)
-        np.take(map_table, raw_map.reshape(self.map_shape), out=self._map_out)
+        cv2.LUT(raw_state, state_table, dst=self._state_out)
+        cv2.LUT(raw_map.reshape(self.map_shape), map_table, dst=self._map_out)
         return self._map_out, self._state_out

@@ -1,26 +1,30 @@
 """One camera's data path, top to bottom: preprocess -> infer -> score -> decide -> report.
 
-Runs in its own thread, taking the newest frame from the capture thread's slot. The GRU state
-lives here, one per camera, and is reset to zero whenever the source (re)opens; the first
-``warmup_frames`` after a reset are skipped (start-up transient). Until the camera has per-cell
-statistics (see :mod:`agent.scoring`) it calibrates instead of deciding.
+Runs in its own thread, taking frames from the capture thread's slot. The GRU state lives here,
+one per camera, and is reset to zero whenever the source (re)opens; the first ``warmup_frames``
+after a reset are skipped (start-up transient). Until the camera has per-cell statistics (see
+:mod:`agent.scoring`) it calibrates instead of deciding. Reporting (event bookkeeping, snapshots,
+outbox commits) runs in the camera's report thread, in order, so the analysis does not stop
+for it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from agent.capture import FrameSlot
 from agent.config import CameraConfig
-from agent.detector import Detector
+from agent.detector import Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.delegates import DelegatedModel
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 
 STAGES = ("preprocess", "infer", "score", "report")
 LATENCY_WINDOW = 512
+#: Reporter calls the pipeline may be ahead of its report thread (then it waits for it); each
+#: holds its frame and the history, so this bounds the memory a stalled disk can pin.
+REPORT_QUEUE = 16
 
 
 def p50_p99(values: Iterable[float]) -> dict[str, float]:
@@ -52,6 +59,54 @@ class StageTimes:
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {stage: p50_p99(values) for stage, values in self.samples.items() if values}
+
+
+#: A reporter call and the camera's recent frames when it was made, oldest first, its frame last.
+Report = tuple[Callable[[], object], tuple[np.ndarray, ...]]
+
+
+def deliver(reporter: EventReporter, report: Report) -> None:
+    """Make one reporter call with the frame history it was made with (the snapshot denoiser's)."""
+    call, recent = report
+    reporter.recent.extend(recent)
+    try:
+        call()
+    finally:
+        reporter.recent.clear()  # between calls it holds no frame, so the source can reuse them
+
+
+class ReportThread(threading.Thread):
+    """A camera's reporter calls, made in order on a thread of their own.
+
+    An event's snapshot (enhanced, annotated, JPEG) and the outbox commits of the snapshot and of
+    each event message (an fsync each) take milliseconds; on the pipeline thread they stopped
+    the analysis meanwhile: a live camera dropped frames just when something happened, a file
+    waited. An exception here is raised again in the pipeline thread at its next report.
+    """
+
+    def __init__(self, reporter: EventReporter, camera: str) -> None:
+        super().__init__(name=f"report-{camera}", daemon=True)
+        self.reporter = reporter
+        self._reports: queue.Queue[Report | None] = queue.Queue(maxsize=REPORT_QUEUE)
+        self.error: Exception | None = None
+
+    def submit(self, report: Report) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"{self.name} failed") from self.error
+        self._reports.put(report)
+
+    def finish(self) -> None:
+        """Make the calls still queued, then end."""
+        self._reports.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while (report := self._reports.get()) is not None:
+            if self.error is None:
+                try:
+                    deliver(self.reporter, report)
+                except Exception as error:  # handed to the pipeline thread
+                    self.error = error
 
 
 class CameraPipeline(threading.Thread):
@@ -88,6 +143,12 @@ class CameraPipeline(threading.Thread):
         if self._scorer is not None:
             self.stream.gate(camera.gating)
         self._last_frame: Frame | None = None
+        #: The camera's latest frames (as many as the snapshot's denoiser averages), handed to the
+        #: reporter with each call; whether the reporter has an event open (from the calls made).
+        self._recent: deque[np.ndarray] = deque(maxlen=camera.snapshot.enhance.denoise_frames)
+        self._event_open = False
+        #: Where reporter calls go: made at once, or queued for the report thread while it runs.
+        self._submit: Callable[[Report], None] = partial(deliver, reporter)
 
     @property
     def state(self) -> np.ndarray:
@@ -99,6 +160,7 @@ class CameraPipeline(threading.Thread):
         self.camera = camera
         self.detector.config = camera.detector
         self.reporter.camera = camera
+        self._recent = deque(self._recent, maxlen=camera.snapshot.enhance.denoise_frames)
         self.reporter.recent = deque(self.reporter.recent, maxlen=camera.snapshot.enhance.denoise_frames)
         if not camera.tamper.enabled:
             self.tamper = None
@@ -174,24 +236,40 @@ class CameraPipeline(threading.Thread):
 
     # -- the data path --------------------------------------------------------------------
     def run(self) -> None:
-        while not self.stop.is_set():
-            frame = self.slot.get(timeout=0.5)
-            if frame is None:
-                if self.slot.closed:
-                    break
-                continue
-            self.process(frame)
-        last = self._last_frame
-        if last is not None:
-            reason = "camera stopped" if self.stop.is_set() else "source ended"
-            self.reporter.stop(last.ts, last.pts, reason=reason)
+        reports = ReportThread(self.reporter, self.camera.name)
+        reports.start()
+        self._submit = reports.submit
+        try:
+            while not self.stop.is_set():
+                frame = self.slot.get(timeout=0.5)
+                if frame is None:
+                    if self.slot.closed:
+                        break
+                    continue
+                self.process(frame)
+            last = self._last_frame
+            if last is not None:
+                reason = "camera stopped" if self.stop.is_set() else "source ended"
+                self._event_open = False  # stop() ends any open event and finishes the clips
+                self._report(partial(self.reporter.stop, last.ts, last.pts, reason=reason))
+        finally:
+            reports.finish()
+            self._submit = partial(deliver, self.reporter)
+
+    def _report(self, call: Callable[[], object]) -> None:
+        self._submit((call, tuple(self._recent)))
+
+    def _close_event(self, frame: Frame, reason: str) -> None:
+        if self._event_open:
+            self._event_open = False
+            self._report(partial(self.reporter.close, frame.ts, frame.pts, reason=reason))
 
     def process(self, frame: Frame) -> None:
         if frame.generation != self._generation:
             self._generation = frame.generation
             self.stream.reset()
             self.detector.reset()
-            self.reporter.recent.clear()  # a reopened source's frames need not line up with the old
+            self._recent.clear()  # a reopened source's frames need not line up with the old
         anomaly_map = self.stream(frame.image)
         t2 = time.perf_counter()
         self.times.add("preprocess", self.stream.last_times[0])
@@ -200,14 +278,16 @@ class CameraPipeline(threading.Thread):
         self.frames_processed += 1
         self.last_frame_at = time.monotonic()
         self._last_frame = frame
-        self.reporter.remember(frame)
+        self._recent.append(frame.image)
+        if self.reporter.clips is not None:
+            self._report(partial(self.reporter.remember, frame))
         if self._snapshot_requested.is_set():
             self._snapshot_requested.clear()
-            self.reporter.publish_frame(frame)
+            self._report(partial(self.reporter.publish_frame, frame))
         if self.tamper is not None:
             change = self.tamper.update(frame.pts, self.stream.preprocess.small)
             if change is not None:
-                self.reporter.tamper(*change, frame)
+                self._report(partial(self.reporter.tamper, *change, frame))
             if self.tamper.reason is not None:
                 return  # the model sees a tampered view: no anomaly decisions, no calibration
         if anomaly_map is None:
@@ -216,7 +296,7 @@ class CameraPipeline(threading.Thread):
             self._calibrate(anomaly_map)
             return
         if not self.armed:
-            self.reporter.close(frame.ts, frame.pts, reason="camera disarmed")
+            self._close_event(frame, "camera disarmed")
             return
         score, cell = self._scorer(anomaly_map)
         decision = self.detector.update(frame.pts, score)
@@ -224,6 +304,13 @@ class CameraPipeline(threading.Thread):
         t3 = time.perf_counter()
         height, width = frame.image.shape[:2]
         region = cell_region(cell, self.stream.grid, (width, height))
-        self.reporter.observe(frame, score, region, decision.transition, self._scorer.z_scores(anomaly_map))
+        transition = decision.transition
+        if transition is not None or self._event_open:  # else the reporter has nothing to do
+            heat = self._scorer.z_scores(anomaly_map)
+            self._report(partial(self.reporter.observe, frame, score, region, transition, heat))
+            if transition is Transition.START:
+                self._event_open = True
+            elif transition is Transition.END:
+                self._event_open = False
         self.times.add("score", t3 - t2)
         self.times.add("report", time.perf_counter() - t3)

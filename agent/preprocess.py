@@ -14,6 +14,13 @@ class Preprocessor:
     The model takes pixel * ``pixel_scale`` (its sidecar's normalisation); quantizing that is a
     function of the 8-bit pixel alone, so a table replaces per-pixel float arithmetic. It also
     keeps the frame at the motion map's size (``current``), for the gating's static-scene check.
+
+    Area averaging is ``cv2.resize``'s ``INTER_AREA``. When the frame's width is a whole multiple
+    of the model's and its height is not (1440x1080 to 144x96, say), OpenCV takes its general
+    path, which weighs every source pixel in both directions; there it is computed in two cheaper
+    passes with the same weights (a horizontal box average, then the vertical area pass on the
+    narrow result): the same pixels, but for an average that lands on exactly half a grey level,
+    which may round the other way (one level). Every buffer is reused from frame to frame.
     """
 
     def __init__(
@@ -29,12 +36,38 @@ class Preprocessor:
         self.small = np.empty((self.height, self.width), np.uint8)
         self._small_float = np.empty((self.height, self.width), np.float32)
         self.current = np.empty(map_shape, np.float32)
+        self._buffers: dict[str, np.ndarray] = {}
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        cv2.resize(grey, (self.width, self.height), dst=self.small, interpolation=cv2.INTER_AREA)
-        np.take(self.lut, self.small, out=self._tensor[0, :, :, 0])
+        grey = image
+        if image.ndim == 3:
+            grey = self._buffer("grey", image.shape[:2], np.uint8)
+            cv2.cvtColor(image, cv2.COLOR_BGR2GRAY, dst=grey)
+        self._shrink(grey)
+        cv2.LUT(self.small, self.lut, dst=self._tensor[0, :, :, 0])
         np.multiply(self.small, np.float32(self.pixel_scale), out=self._small_float)
         cv2.resize(self._small_float, (self.map_width, self.map_height), dst=self.current,
                    interpolation=cv2.INTER_AREA)
         return self._tensor
+
+    def _shrink(self, grey: np.ndarray) -> None:
+        """``grey`` area-averaged to the model's size, into ``self.small``."""
+        height, width = grey.shape
+        step = width // self.width
+        if step < 2 or width % self.width or height <= self.height or height % self.height == 0:
+            cv2.resize(grey, (self.width, self.height), dst=self.small, interpolation=cv2.INTER_AREA)
+            return
+        box = self._buffer("box", (height, width), np.float32)
+        cv2.boxFilter(grey, cv2.CV_32F, (step, 1), dst=box, anchor=(0, 0), normalize=True,
+                      borderType=cv2.BORDER_REPLICATE)
+        columns = self._buffer("columns", (height, self.width), np.float32)
+        np.copyto(columns, box[:, ::step])
+        cv2.resize(columns, (self.width, self.height), dst=self._small_float, interpolation=cv2.INTER_AREA)
+        cv2.convertScaleAbs(self._small_float, dst=self.small)  # rounds as INTER_AREA does
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A scratch array kept for the next frame (made anew when the frame size changes)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._buffers[name] = np.empty(shape, dtype)
+        return buffer

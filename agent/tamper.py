@@ -29,42 +29,55 @@ class SceneFeatures:
     saturated: float
 
 
-def _edges(image: np.ndarray) -> float:
-    return float(np.abs(cv2.Laplacian(image, cv2.CV_32F)).mean())
-
-
-def _correlation(image: np.ndarray, reference: np.ndarray) -> float:
-    a = image - image.mean()
-    b = reference - reference.mean()
-    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
-
-
 class TamperDetector:
     def __init__(self, config: TamperConfig, fps: float) -> None:
         self.config = config
         self._learn_frames = max(1, int(config.learn_s * fps))
         self._adapt = 1.0 / max(1.0, config.adapt_s * fps)
         self._reference: np.ndarray | None = None
+        self._reference_centred: np.ndarray | None = None  # minus its mean, for the correlation
+        self._reference_norm = 0.0  # sqrt of the sum of the centred reference's squares
         self._brightness = 0.0
         self._edges = 0.0
         self._seen = 0
         self._since: float | None = None  # when the current (unconfirmed) change of state began
         self.reason: str | None = None  # the active tamper's reason, if any
+        # Per-frame scratch, reused: the frame in float, its Laplacian, its centred copy, a mask.
+        self._image = np.empty(0, np.float32)
+        self._laplacian = np.empty(0, np.float32)
+        self._centred = np.empty(0, np.float32)
+        self._bright = np.empty(0, np.uint8)
 
     @property
     def learning(self) -> bool:
         return self._seen < self._learn_frames
 
     def features(self, small_grey: np.ndarray) -> SceneFeatures:
-        image = small_grey.astype(np.float32)
-        reference = self._reference if self._reference is not None else image
+        """Brightness, edge strength, correlation with the reference (1.0 before there is one) and
+        the saturated fraction of ``small_grey``; leaves the frame in float in ``self._image``."""
+        if self._image.shape != small_grey.shape:
+            self._image = np.empty(small_grey.shape, np.float32)
+            self._laplacian, self._centred = np.empty_like(self._image), np.empty_like(self._image)
+            self._bright = np.empty(small_grey.shape, np.uint8)
+        image = self._image
+        np.copyto(image, small_grey)
+        mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(image))
+        cv2.Laplacian(image, cv2.CV_32F, dst=self._laplacian)
+        cv2.threshold(small_grey, 249, 1, cv2.THRESH_BINARY, dst=self._bright)
         return SceneFeatures(
-            brightness=float(image.mean()),
-            edges=_edges(image),
-            correlation=_correlation(image, reference),
-            saturated=float((small_grey >= 250).mean()),
+            brightness=mean,
+            edges=cv2.norm(self._laplacian, cv2.NORM_L1) / image.size,
+            correlation=self._correlation(image, mean, std),
+            saturated=cv2.countNonZero(self._bright) / image.size,
         )
+
+    def _correlation(self, image: np.ndarray, mean: float, std: float) -> float:
+        """Pearson correlation of ``image`` (mean ``mean``, deviation ``std``) with the reference."""
+        if self._reference_centred is None:
+            return 1.0
+        np.subtract(image, np.float32(mean), out=self._centred)
+        denominator = std * np.sqrt(image.size) * self._reference_norm
+        return float(np.vdot(self._centred, self._reference_centred)) / denominator if denominator > 0 else 0.0
 
     def diagnose(self, f: SceneFeatures) -> str | None:
         """The reason the frame looks tampered with, or None."""
@@ -82,15 +95,14 @@ class TamperDetector:
 
     def update(self, t: float, small_grey: np.ndarray) -> tuple[str, str] | None:
         """Feed a frame seen at ``t``; returns ("start", reason) or ("end", reason) on a change."""
-        image = small_grey.astype(np.float32)
+        features = self.features(small_grey)
         if self.learning:
-            self._learn(image, 1.0 / (self._seen + 1))
+            self._learn(features, 1.0 / (self._seen + 1))
             self._seen += 1
             return None
-        features = self.features(small_grey)
         reason = self.diagnose(features)
         if reason is None and self.reason is None:
-            self._learn(image, self._adapt)  # follow slow changes (daylight) of a healthy scene
+            self._learn(features, self._adapt)  # follow slow changes (daylight) of a healthy scene
         changed = (reason is None) != (self.reason is None)
         if not changed:
             self._since = None
@@ -107,10 +119,16 @@ class TamperDetector:
         assert ended is not None
         return ("end", ended)
 
-    def _learn(self, image: np.ndarray, weight: float) -> None:
-        if self._reference is None:
+    def _learn(self, features: SceneFeatures, weight: float) -> None:
+        """Move the reference ``weight`` of the way towards the frame :meth:`features` just saw."""
+        image = self._image
+        if self._reference is None or self._reference.shape != image.shape:
             self._reference = image.copy()
+            self._reference_centred = np.empty_like(image)
         else:
-            self._reference += weight * (image - self._reference)
-        self._brightness += weight * (float(image.mean()) - self._brightness)
-        self._edges += weight * (_edges(image) - self._edges)
+            cv2.accumulateWeighted(image, self._reference, weight)
+        mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(self._reference))
+        np.subtract(self._reference, np.float32(mean), out=self._reference_centred)
+        self._reference_norm = std * float(np.sqrt(image.size))
+        self._brightness += weight * (features.brightness - self._brightness)
+        self._edges += weight * (features.edges - self._edges)

@@ -16,7 +16,7 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    for key in ("throughput_fps", "decode_only_fps", "invoke_only_fps", "peak_rss_mb", "cpu_percent",
+    for key in ("throughput_fps", "decode_only_fps", "inference_only_fps", "peak_rss_mb", "cpu_percent",
                 "cold_start_s"):
         assert report[key] > 0, key
     assert report["cameras"] == 1

@@ -16,7 +16,7 @@ from agent.config import CameraConfig, SyntheticConfig
 from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources import describe_source, open_source
-from agent.sources.synthetic import SyntheticScene
+from agent.sources.synthetic import SyntheticScene, write_video
 from tests.conftest import MjpegCamera
 
 
@@ -195,3 +195,22 @@ def test_an_unreachable_stream_fails_within_its_open_timeout() -> None:
     with pytest.raises(SourceError, match="cannot open stream"):
         open_source(camera(f"rtsp://127.0.0.1:{free_port()}/live", open_timeout_s=2))
     assert time.monotonic() - started < 10
+
+
+def test_a_video_decodes_into_reused_buffers_but_never_over_a_frame_still_held(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.mp4", SyntheticConfig(width=96, height=64, seed=2), seconds=4)
+    source = open_source(camera(str(video)))
+    reference = []
+    while (image := source.read()) is not None:
+        reference.append(image.copy())
+    source = open_source(camera(str(video)))
+    held, buffers = {}, set()
+    for index in range(len(reference)):
+        image = source.read()
+        assert image is not None
+        buffers.add(id(image))
+        if index % 7 == 0:
+            held[index] = image  # kept, as the snapshot history or an event's best frame is
+    assert source.read() is None
+    assert all(np.array_equal(image, reference[index]) for index, image in held.items())
+    assert len(buffers) <= len(held) + 2  # the frames let go were decoded into reused buffers

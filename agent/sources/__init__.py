@@ -45,4 +45,5 @@ def open_source(camera: CameraConfig) -> FrameSource:
         kind=kind,
         open_timeout_s=camera.open_timeout_s,
         read_timeout_s=camera.read_timeout_s,
+        decode_threads=camera.decode_threads,
     )
