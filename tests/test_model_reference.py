@@ -1,12 +1,13 @@
 """The shipped model computes what it computed when it was shipped.
 
 A fixed input sequence (a textured scene with a square moving across it) is run through the
-int8 model from a zero state; the raw int8 predictions and the final state must match the stored
-reference. Runtimes may round a requantization differently, and through the recurrent state
-such one-step differences add up: LiteRT 2.3 and tflite-runtime 2.14 differ by at most 3 steps
-in 8 of the 2,688 state values after 8 frames, so a few steps are allowed in a few values.
-This catches a broken runtime upgrade, a wrong delegate or a model file swapped without its
-reference. After shipping a new model, regenerate the reference on purpose:
+int8 model from a zero state; the raw int8 motion maps and the final state must match the
+reference stored for the runtime in use to within one quantization step. There is one reference
+per runtime: LiteRT 2.3 and tflite-runtime 2.14 round some int8 kernels differently, and through
+the recurrent state that grows to several steps in a few percent of the values after 8 frames
+(their Ped2 AUCs agree: see the model card). This catches a runtime upgrade, a wrong delegate or
+a model file swapped without its reference. After shipping a new model, regenerate the
+references on purpose, once with each runtime:
 
     python -m tests.test_model_reference
 """
@@ -19,7 +20,9 @@ import numpy as np
 
 from agent.inference import DEFAULT_MODEL, StreamingModel, file_sha256
 
-REFERENCE = Path(__file__).parent / "data" / "model_reference.npz"
+def reference_path(runtime: str) -> Path:
+    return Path(__file__).parent / "data" / f"model_reference_{runtime}.npz"
+
 STEPS = 8
 
 
@@ -49,16 +52,17 @@ def run_reference_sequence(model: StreamingModel) -> tuple[np.ndarray, np.ndarra
 
 
 def test_outputs_on_a_fixed_input_match_the_stored_reference() -> None:
-    reference = np.load(REFERENCE)
+    model = StreamingModel()
+    path = reference_path(model.info.runtime)
+    assert path.is_file(), f"no reference for {model.info.runtime}: run `python -m tests.test_model_reference` with it"
+    reference = np.load(path)
     assert str(reference["sha256"]) == file_sha256(DEFAULT_MODEL), (
         "the shipped model is not the one the reference was made with: "
         "regenerate it with `python -m tests.test_model_reference`"
     )
-    preds, state = run_reference_sequence(StreamingModel())
+    preds, state = run_reference_sequence(model)
     for got, want in ((preds, reference["preds"]), (state, reference["state"])):
-        difference = np.abs(got.astype(int) - want.astype(int))
-        assert difference.max() <= 4, difference.max()
-        assert np.mean(difference > 1) <= 0.01, np.mean(difference > 1)
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 def test_the_reference_sequence_exercises_the_state() -> None:
@@ -72,6 +76,7 @@ def test_the_reference_sequence_exercises_the_state() -> None:
 if __name__ == "__main__":
     model = StreamingModel()
     preds, state = run_reference_sequence(model)
-    REFERENCE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(REFERENCE, preds=preds, state=state, sha256=np.array(model.info.sha256))
-    print(f"wrote {REFERENCE} for {DEFAULT_MODEL.name} ({model.info.sha256[:12]}) on {model.info.runtime}")
+    path = reference_path(model.info.runtime)
+    path.parent.mkdir(exist_ok=True)
+    np.savez_compressed(path, preds=preds, state=state, sha256=np.array(model.info.sha256))
+    print(f"wrote {path} for {DEFAULT_MODEL.name} ({model.info.sha256[:12]}) on {model.info.runtime}")
