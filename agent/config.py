@@ -268,7 +268,7 @@ class GatingConfig(Strict):
     """Fewer model runs on a static scene, to save power (see :mod:`agent.stream`)."""
 
     enabled: bool = False
-    #: The scene counts as static while no point of the model-size frame (32x48) differs by more
+    #: The scene counts as static while no point of the frame at the motion map's size (24x36) differs by more
     #: than this many grey levels from the last frame the model saw (sensor noise is about 1).
     motion_threshold: float = Field(4.0, gt=0, le=255)
     #: On a static scene, the model runs on one frame in this many.
