@@ -33,6 +33,16 @@ def broker() -> Iterator[LocalBroker]:
         yield running
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 class Subscriber:
     """A plain paho subscriber that records every message (topic, payload, retain, properties)."""
 
@@ -60,12 +70,7 @@ class Subscriber:
         return [json.loads(m.payload) for m in self.on("/event")]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()

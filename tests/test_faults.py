@@ -28,7 +28,7 @@ from agent.config import CameraConfig, MqttConfig, SyntheticConfig
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher
-from tests.conftest import AgentProcess, MjpegCamera
+from tests.conftest import AgentProcess, MjpegCamera, wait_until
 
 #: A 30 s scene with a cyclist at 18 s, looped as fast as the agent can read it: one event a loop.
 LOOP_SCENE = SyntheticConfig(seed=21, anomaly={"kind": "fast", "start_s": 18.0, "duration_s": 4.0})
@@ -64,15 +64,6 @@ class DurableSubscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def seqs_in_log(agent: AgentProcess) -> list[int]:
