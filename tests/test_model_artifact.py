@@ -62,6 +62,23 @@ def test_only_int8_builtin_ops_and_no_float_islands(model: StreamingModel) -> No
     assert "CONV_2D" in names
 
 
+#: Coral's documented Edge TPU operations ("TensorFlow models on the Edge TPU", supported operations), as TFLite names.
+EDGE_TPU_OPS = {
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
+    "L2_NORMALIZATION", "LOGISTIC", "LSTM", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD",
+    "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE",
+    "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+}
+
+
+def test_every_op_is_on_the_edge_tpu_list(model: StreamingModel) -> None:
+    """So a compiled file runs the whole step on the TPU (an op off the list, such as ABS, and
+    everything after it would stay on the CPU)."""
+    names = {op["op_name"].upper() for op in model._interpreter._get_ops_details()} - {"DELEGATE"}
+    assert names <= EDGE_TPU_OPS, sorted(names - EDGE_TPU_OPS)
+
+
 def moving_square(model: StreamingModel, speed: int, frames: int = 10) -> list[np.ndarray]:
     """A textured static scene with a bright square moving right by ``speed`` px (at the model's input size) per frame."""
     height, width, _ = model.input_size
