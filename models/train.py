@@ -47,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=NAME, help="file name stem")
     p.add_argument("--epochs", type=int, default=40, help="epochs (one epoch = #windows / batch steps)")
     p.add_argument("--minutes", type=float, default=12.0, help="wall-time cap for the training loop")
+    p.add_argument("--steps", type=int, default=None,
+                   help="train exactly this many steps, whatever the time: the same model from the same seed on "
+                        "any machine (by default as many as --epochs and --minutes allow, which depends on the "
+                        "machine's speed and load)")
     p.add_argument("--seq-len", type=int, default=5, help="unrolled training sequence length T")
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -139,7 +143,7 @@ def train(args: argparse.Namespace, clips: list[np.ndarray], targets: list[dict[
     if not windows:
         raise ValueError(f"all clips shorter than --seq-len {T}")
     steps_per_epoch = max(1, len(windows) // B)
-    max_steps = args.epochs * steps_per_epoch
+    max_steps = args.epochs * steps_per_epoch if args.steps is None else args.steps
     rng = np.random.default_rng(args.seed)
 
     def batch() -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +175,7 @@ def train(args: argparse.Namespace, clips: list[np.ndarray], targets: list[dict[
         opt.apply_gradients(zip(grads, weights))
         return loss
 
-    budget = args.minutes * 60.0
+    budget = args.minutes * 60.0 if args.steps is None else math.inf
     t0 = time.time()
     ema = None
     step = 0
@@ -351,6 +355,7 @@ def sidecar_for(args: argparse.Namespace, names: list[str], n_frames: int, info:
             "target_power": info["target_power"], "params": n_params, "git_commit": git_commit(),
             "teacher": "cv2.calcOpticalFlowFarneback(prev, cur, None, 0.5, 3, 9, 3, 5, 1.1, 0)",
             "max_shift": list(MAX_SHIFT), "representative_samples": n_rep, "init": args.init,
+            "stopped_by": "steps" if args.steps is not None else "epochs or minutes",
         },
         "int8_vs_float": agree,
         "sha256": sha256(ipath),
