@@ -1,10 +1,11 @@
-"""Carry trained weights from the ABS cost volume (commit 97edae4 .. 6856e48) to the relu-split one.
+"""Carry trained weights from the ABS cost volume (commit 97edae4 .. 6856e48) to the current graph.
 
 The old cost volume gave |d| per shift (fine 9 | coarse 15 channels); the new one gives relu(d)
 and relu(-d) (fine +9 -9 | coarse +15 -15). Since |d| = relu(d) + relu(-d), the layers reading
-the cost volume (``c1`` and ``c2_quarter``) take each old input weight twice and the network
-is the same function (checked here to 1e-5). Used once, to re-express the shipped model's
-weights; kept in the history for the sidecar's record, not needed afterwards.
+the cost volume (``c1`` and ``c2_quarter``) take each old input weight twice. The fixed layers
+(cost-volume convolutions, box averages) are built, not carried. The network is the same
+function (checked here to 1e-5). Used once, to re-express the shipped model's weights; kept in
+the history for the sidecar's record, not needed afterwards.
 
     python -m models.carry_over OLD.keras NEW.keras
 """
@@ -21,7 +22,7 @@ from models.arch import build_step_model
 def carry_over(old: keras.Model) -> keras.Model:
     new = build_step_model()
     for layer in new.layers:
-        if not layer.weights or layer.name.endswith("_cost"):
+        if not layer.trainable_weights:
             continue
         weights = old.get_layer(layer.name).get_weights()
         if layer.name == "c1":
