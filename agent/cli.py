@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.errors import UserError
-from agent.malloc import limit_malloc_arenas
+from agent.malloc import tune_malloc
 
 #: syslog priorities, understood by journald when they start a line on stderr.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    limit_malloc_arenas()
+    tune_malloc()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":

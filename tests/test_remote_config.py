@@ -334,6 +334,20 @@ def test_signatures_cover_the_whole_request(tmp_path: Path) -> None:
     assert verify(key, sign(other_private, {"log_level": "DEBUG"})).startswith("signature: does not match")
 
 
+def test_an_agent_without_a_public_key_does_not_load_cryptography() -> None:
+    """About 9 MB of resident memory, only for devices that verify signatures."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, agent.cli, agent.daemon, agent.bench; "
+         "print(any(name.startswith('cryptography') for name in sys.modules))"],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
+    assert loaded.stdout.strip() == "False"
+
+
 def test_a_device_with_a_public_key_takes_only_signed_changes(
     broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,

@@ -16,7 +16,7 @@ from agent.config import CameraConfig, SyntheticConfig
 from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources import describe_source, open_source
-from agent.sources.synthetic import SyntheticScene, write_video
+from agent.sources.synthetic import NOISE_BAND_ROWS, SENSOR_NOISE, SyntheticScene, write_video
 from tests.conftest import MjpegCamera
 
 
@@ -56,6 +56,22 @@ def test_synthetic_scene_replays_exactly_and_shows_its_anomaly() -> None:
     assert np.abs(with_cart - without).mean() > 2 * np.abs(
         SyntheticScene(scene).frame_at(5).astype(int) - SyntheticScene(calm).frame_at(5).astype(int)
     ).mean()
+
+
+def test_synthetic_noise_drawn_in_bands_matches_the_whole_frame_and_buffers_are_reused() -> None:
+    config = SyntheticConfig(width=101, height=NOISE_BAND_ROWS * 2 + 5, seed=5)
+    scene = SyntheticScene(config)
+    expected = scene._background.copy()
+    scene._draw_walkers(expected, 7 / 10)
+    expected += np.random.default_rng((5, 7)).normal(0.0, SENSOR_NOISE, expected.shape).astype(np.float32)
+    expected_bgr = cv2.cvtColor(np.clip(expected, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    held = scene.frame_at(7)
+    assert np.array_equal(held, expected_bgr)
+    other = scene.frame_at(8)
+    assert not np.shares_memory(held, other) and np.array_equal(held, expected_bgr)  # a held frame stays
+    address = other.ctypes.data
+    del other
+    assert scene.frame_at(9).ctypes.data == address  # a dropped one is reused
 
 
 def test_a_video_file_is_read_frame_by_frame_to_its_end(scene_video: Callable[..., Path]) -> None:

@@ -16,10 +16,13 @@ import cv2
 import numpy as np
 
 from agent.config import SyntheticConfig
+from agent.sources.pool import FramePool
 
 #: Walking speed in frame widths per second (Ped2 walkers cross in about 15 s).
 WALK_SPEED = 1 / 14
 SENSOR_NOISE = 2.0
+#: Rows of sensor noise drawn at a time: 1280 float64 columns make 320 KiB, cache-sized.
+NOISE_BAND_ROWS = 32
 
 
 class SyntheticScene:
@@ -34,6 +37,12 @@ class SyntheticScene:
         self._path_top = int(self.height * 0.38)
         self._path_bottom = int(self.height * 0.70)
         self._walkers = [self._make_walker(i) for i in range(config.people)]
+        # Reused by every frame (see frame_at).
+        self._canvas = np.empty_like(self._background)
+        self._grey = np.empty((self.height, self.width), np.uint8)
+        self._noise = np.empty((min(NOISE_BAND_ROWS, self.height), self.width), np.float64)
+        self._noise32 = np.empty_like(self._noise, dtype=np.float32)
+        self._pool = FramePool()
 
     # -- scene layout ---------------------------------------------------------------------
     def _make_background(self) -> np.ndarray:
@@ -100,15 +109,34 @@ class SyntheticScene:
             self._draw_person(image, w * 0.3, y + 30 * s, s, 40)
 
     def frame_at(self, index: int) -> np.ndarray:
+        """Frame ``index``, in a buffer of the scene's pool (reused once the caller lets go of it).
+
+        The sensor noise is drawn and added a band of rows at a time into buffers kept from frame
+        to frame: the same pixels as drawing it for the whole frame at once (the generator's
+        stream is the same), without the whole-frame float64 noise and its float32 copies
+        (about 20 MB of short-lived arrays per 1280x720 frame) that a reader allocated per read.
+        """
         t = index / (self.fps or 10.0)
-        image = self._background.copy()
+        image = self._canvas
+        np.copyto(image, self._background)
         self._draw_walkers(image, t)
         if self.anomaly_active(t):
             self._draw_anomaly(image, t)
-        noise = np.random.default_rng((self.config.seed, index)).normal(0.0, SENSOR_NOISE, image.shape)
-        image += noise.astype(np.float32)
-        grey = np.clip(image, 0, 255).astype(np.uint8)
-        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+        rng = np.random.default_rng((self.config.seed, index))
+        for top in range(0, self.height, NOISE_BAND_ROWS):
+            band = image[top : top + NOISE_BAND_ROWS]
+            noise, noise32 = self._noise[: len(band)], self._noise32[: len(band)]
+            rng.standard_normal(out=noise)
+            np.multiply(noise, SENSOR_NOISE, out=noise)
+            np.copyto(noise32, noise, casting="same_kind")
+            band += noise32
+            np.clip(band, 0, 255, out=band)
+            np.copyto(self._grey[top : top + NOISE_BAND_ROWS], band, casting="unsafe")
+        frame = self._pool.free()
+        if frame is None:
+            frame = np.empty((self.height, self.width, 3), np.uint8)
+            self._pool.add(frame)
+        return cv2.cvtColor(self._grey, cv2.COLOR_GRAY2BGR, dst=frame)
 
     def read(self) -> np.ndarray | None:
         frame = self.frame_at(self._index)
