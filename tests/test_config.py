@@ -148,6 +148,15 @@ def test_check_config_reports_a_missing_model(tmp_path: Path) -> None:
     assert "model.path: file not found" in result.stderr
 
 
+def test_check_config_reports_a_grid_the_model_map_cannot_be_cut_into(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras: [{name: a, source: synthetic}, {name: b, source: synthetic, calibration: {grid: [5, 6]}}]\n")
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "cameras[1].calibration.grid: 5x6 does not divide the model's 24x36 motion map" in result.stderr
+    assert "cameras[0]" not in result.stderr
+
+
 def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
     result = check_config(tmp_path / "absent.yaml")
     assert result.returncode == 2
