@@ -21,11 +21,13 @@ mosquitto:
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
 
-# What the deployment tests use, from Debian's packages where missing: shellcheck (install.sh),
-# openssl (the TLS tests' certificates), systemd-analyze (the unit's verify and security score).
+# What the tests use, from Debian's packages where missing: shellcheck (install.sh), openssl (the
+# TLS tests' certificates), systemd-analyze (the unit's verify and security score), gcc (the fake
+# delegate the delegate tests compile).
 test-tools: mosquitto
 	@missing=""; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	[ -z "$$missing" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; }

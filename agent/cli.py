@@ -89,10 +89,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.inference import DEFAULT_MODEL
 
+    from agent.inference import StreamingModel, read_sidecar
+
     config = load_config(args.config)
     model = config.model.path or DEFAULT_MODEL
     if not model.is_file():
         print(f"{args.config}: 1 problem(s)\n  model.path: file not found: {model}", file=sys.stderr)
+        return 2
+    # The grid must divide the model's motion map, which only the model knows: the agent would
+    # refuse the camera at start. The sidecar says its size; without one, the model is loaded.
+    shape = read_sidecar(model).get("map") or {}
+    try:
+        rows, cols = int(shape["height"]), int(shape["width"])
+    except (KeyError, TypeError, ValueError):
+        rows, cols = StreamingModel(model).map_shape
+    problems = [f"cameras[{i}].calibration.grid: {c.calibration.grid[0]}x{c.calibration.grid[1]} does not "
+                f"divide the model's {rows}x{cols} motion map" for i, c in enumerate(config.cameras)
+                if rows % c.calibration.grid[0] or cols % c.calibration.grid[1]]
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
     cameras = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
     print(f"{args.config}: OK: device {config.device_id}, broker {config.mqtt.host}:{config.mqtt.port}, "

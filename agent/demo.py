@@ -6,6 +6,7 @@ at the end; snapshots and the agent's log stay in the output folder.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def run_demo(duration: float, out_dir: Path) -> int:
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     snapshots = out_dir / "snapshots"
+    # Each demo starts afresh: an earlier run's calibration would skip the calibration announced
+    # below, and its outbox would carry its seq numbers and unsent messages over.
+    shutil.rmtree(out_dir / "state", ignore_errors=True)
     with LocalBroker() as broker:
         print(f"mosquitto {broker.host}:{broker.port} started (pid {broker.process.pid if broker.process else '?'})")
         config_file = out_dir / "demo-config.yaml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -9,10 +11,17 @@ from pathlib import Path
 
 import cv2
 
+from agent.inference import DEFAULT_MODEL
 from tests.conftest import REPO
 
 
 def test_the_demo_shows_both_scripted_anomalies_and_stops_what_it_started(tmp_path: Path) -> None:
+    # An earlier demo's calibration of the walkway, which the agent would otherwise use.
+    leftover = tmp_path / "state" / "calibration" / "walkway.json"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text(json.dumps({
+        "model_sha256": hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest(), "source": "synthetic",
+        "grid": [4, 6], "cell_mean": [[0.01] * 6] * 4, "cell_std": [[0.01] * 6] * 4, "n_frames": 150}))
     result = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--duration", "30", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=120,
@@ -29,7 +38,10 @@ def test_the_demo_shows_both_scripted_anomalies_and_stops_what_it_started(tmp_pa
     assert len(pids) == 2
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), pid
-    assert (tmp_path / "agent.log").read_text().count("event ") >= 4
+    log = (tmp_path / "agent.log").read_text()
+    assert log.count("event ") >= 4
+    # It calibrates as it says it does, whatever an earlier run left.
+    assert log.count("calibrating on the first 150 frames") == 2 and "using calibration" not in log
 
 
 def _is_zombie(pid: int) -> bool:

@@ -379,6 +379,15 @@ def test_a_device_with_a_public_key_takes_only_signed_changes(
         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert signed.returncode == 0, signed.stdout + signed.stderr
     assert json.loads(signed.stdout)["status"] == "applied"
+    # Commands are held to the same key (the README says so).
+    sub.client.publish("edge/signed/command", json.dumps({"request_id": "c1", "command": "disarm"}), qos=1)
+    assert sub.wait_for(lambda: bool(sub.on("signed/command/result")), 20)
+    unsigned = json.loads(sub.on("signed/command/result")[-1].payload)
+    assert unsigned["status"] == "rejected" and unsigned["errors"][0].startswith("signature: missing")
+    sub.client.publish("edge/signed/command", json.dumps(sign(private, {"request_id": "c2", "command": "disarm"})),
+                       qos=1)
+    assert sub.wait_for(lambda: len(sub.on("signed/command/result")) == 2, 20)
+    assert json.loads(sub.on("signed/command/result")[-1].payload)["status"] == "done"
     assert agent.stop() == 0
 
 

@@ -57,6 +57,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_make_certs_signs_only_with_the_ca_in_its_dir(tmp_path: Path) -> None:
+    """A device certificate asked for in a folder without the CA fails with a reason, not silently."""
+    result = subprocess.run(["bash", str(MAKE_CERTS), str(tmp_path / "certs"), "device", "edge-1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "make the CA there first" in result.stderr
+    assert not (tmp_path / "certs").exists()
+
+
 def tls_broker(pki: Path, server_dir: str) -> LocalBroker:
     server = pki / server_dir
     return LocalBroker(extra_config=[

@@ -8,12 +8,12 @@
 #                                                          CN=DEVICE_ID, the MQTT username under
 #                                                          use_identity_as_username
 #
-# Keys are ECDSA P-256. --days defaults to 825 (365 for the CA: 3650); a negative value makes an
-# already expired certificate, which is what the tests use to check that one is refused.
+# server and device are signed with DIR/ca.key: give them the CA's DIR. Keys are ECDSA P-256.
+# --days defaults to 825 (3650 for the CA); a negative value makes an already expired certificate.
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -31,6 +31,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# Server and device certificates are signed with the CA in the same DIR.
+if [ "$kind" != ca ] && { [ ! -f "$dir/ca.crt" ] || [ ! -f "$dir/ca.key" ]; }; then
+    echo "$dir/ca.crt and $dir/ca.key are needed to sign: make the CA there first ($0 $dir ca)" >&2
+    exit 2
+fi
 mkdir -p "$dir"
 umask 077
 ext=$(mktemp)
