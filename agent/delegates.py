@@ -137,6 +137,10 @@ class DelegatedModel:
         return self.cpu.map_shape
 
     @property
+    def state_in_quant(self) -> Quant:
+        return self.cpu.state_in_quant  # the same for every variant (same_interface)
+
+    @property
     def input_size(self) -> tuple[int, int, int]:
         return self.cpu.input_size
 

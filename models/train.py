@@ -338,6 +338,10 @@ def sidecar_for(args: argparse.Namespace, names: list[str], n_frames: int, info:
             "h_new": f"(1,{D}) new state in [-1,1]: ConvGRU state ({mh}x{mw}x{args.gru_ch}, flattened) "
                      f"followed by the frame ({args.height}x{args.width}) as 2*x-1",
             "identify_by": "shape: 4-D = motion, (1,state_dim) = h_new"},
+        "state_frame": {"offset": D - args.height * args.width, "encoding": "2x-1",
+                        "what": "where h_prev/h_new keep the previous frame (the model's input size, row-major, "
+                                "as 2*x-1): the agent brings it to the current frame's brightness when the "
+                                "camera's exposure changes"},
         "warmup_frames": warmup,
         "calibration": {
             **stats.to_json(),
