@@ -35,6 +35,8 @@ def test_the_sidecar_describes_the_shipped_file(sidecar: dict[str, Any], model: 
     assert np.array(cal["cell_mean"]).shape == tuple(cal["grid"]) == np.array(cal["cell_std"]).shape
     assert cal["n_frames"] > 1000 and sidecar["warmup_frames"] >= 0
     assert sidecar["training"]["clips"] == 16  # all of Ped2's training clips, none of its test clips
+    height, width = sidecar["input"]["height"], sidecar["input"]["width"]
+    assert sidecar["state_frame"]["offset"] == sidecar["state_dim"] - height * width  # the frame ends the state
 
 
 def test_inputs_and_outputs_are_int8_over_their_full_ranges(model: StreamingModel) -> None:
@@ -142,3 +144,13 @@ def test_the_per_frame_tables_give_the_arithmetic_requantization(model: Streamin
         state = new_state.copy()
     again, _ = model.step(frame, state)
     assert again is pred  # the same buffer, frame after frame
+
+
+def test_the_state_keeps_the_frame_where_the_sidecar_says(model: StreamingModel, sidecar: dict[str, Any]) -> None:
+    """The exposure matching rescales this part of the state, so it must be the frame."""
+    stream = ModelStream(model, (4, 6))
+    height, width, _ = model.input_size
+    frame = np.tile(np.linspace(0, 255, width, dtype=np.float32), (height, 1)).astype(np.uint8)
+    stream(frame)
+    kept = model.state_in_quant.dequantize(stream.state.reshape(-1)[sidecar["state_frame"]["offset"]:])
+    assert kept.reshape(height, width) == pytest.approx(2 * frame / 255.0 - 1, abs=2 * model.state_in_quant.scale)

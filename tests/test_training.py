@@ -53,6 +53,7 @@ def test_one_epoch_on_tiny_footage_gives_an_int8_model_the_agent_runs(
     assert model.frame_quant.dtype == np.int8 and model.input_size == (32, 48, 1)
     assert model.map_shape == (8, 12) and sidecar["calibration"]["grid"] == [4, 6]
     assert sidecar["training"]["frames"] == FRAMES and sidecar["training"]["seed"] == 1234
+    assert sidecar["state_frame"] == {**sidecar["state_frame"], "offset": sidecar["state_dim"] - 32 * 48, "encoding": "2x-1"}
     stream = ModelStream(model, (4, 6))
     maps = [stream(scene.frame_at(index)) for index in range(12)]
     scored = [m for m in maps if m is not None]
