@@ -153,4 +153,4 @@ def test_the_state_keeps_the_frame_where_the_sidecar_says(model: StreamingModel,
     frame = np.tile(np.linspace(0, 255, width, dtype=np.float32), (height, 1)).astype(np.uint8)
     stream(frame)
     kept = model.state_in_quant.dequantize(stream.state.reshape(-1)[sidecar["state_frame"]["offset"]:])
-    assert kept.reshape(height, width) == pytest.approx(2 * frame / 255.0 - 1, abs=2 * model.state_in_quant.scale)
+    assert kept.reshape(height, width) == pytest.approx(frame / 127.5 - 1, abs=2 * model.state_in_quant.scale)
