@@ -137,9 +137,10 @@ class _ExposureMatch:
     def __call__(self, state: np.ndarray, current: np.ndarray, previous: np.ndarray) -> None:
         if not self.enabled:
             return
-        np.divide(current, np.maximum(previous, EXPOSURE_DARK), out=self._ratio)
+        np.maximum(previous, EXPOSURE_DARK, out=self._ratio)
+        np.divide(current, self._ratio, out=self._ratio)
         lit = self._ratio[(previous > EXPOSURE_DARK) & (current > EXPOSURE_DARK)]
-        if lit.size < self._ratio.size // 4:
+        if lit.size < self._ratio.size // 4:  # mostly dark: too little to tell a gain from noise
             return
         gain = float(np.median(lit))
         if abs(gain - 1.0) < EXPOSURE_TOLERANCE:
