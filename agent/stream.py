@@ -11,18 +11,13 @@ import time
 
 import numpy as np
 
+from agent.alignment import ExposureMatch
 from agent.config import GatingConfig
 from agent.errors import ModelError
 from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
 from agent.scoring import cell_means
-
-#: Relative change of the scene's brightness between two frames below which it is left alone.
-EXPOSURE_TOLERANCE = 0.008
-#: Pixels (at the motion map's size, grey in [0, 1]) darker than this do not vote on it.
-EXPOSURE_DARK = 0.04
-
 
 class ModelStream:
     """``gating``: on a static scene run the model on one frame in ``stride`` only.
@@ -32,13 +27,8 @@ class ModelStream:
     one by less than ``motion_threshold`` everywhere: the next frame the model sees continues from
     a state made on (nearly) the same picture. Any motion beyond that runs the model at once.
 
-    Exposure: the model compares the frame with the previous one it saw, which it keeps in its
-    state, and reads a change of the whole picture's brightness as motion everywhere (a camera
-    stepping its exposure by 3 % scored in the thousands). Cameras do that all the time, so when
-    the scene's brightness changed between the two (the median, over the map-sized pixels, of
-    their ratio: a moving object does not sway it), the previous frame in the state is brought to
-    the new brightness before the model runs. Models whose sidecar does not say where the previous
-    frame sits in the state (``state_frame``) run without it.
+    Before each step the frame the model remembers is brought to the new one's brightness when
+    the camera's exposure changed (:mod:`agent.alignment`).
     """
 
     def __init__(
@@ -67,7 +57,7 @@ class ModelStream:
         self.skipped_last = False
         self.skipped = 0
         self.state = model.zero_state()
-        self._exposure = _ExposureMatch(model)
+        self.exposure = ExposureMatch(model)
         self.since_reset = 0
         #: Seconds spent in the last call's preprocessing and inference.
         self.last_times = (0.0, 0.0)
@@ -91,7 +81,7 @@ class ModelStream:
             self.last_times = (t1 - t0, 0.0)
             return None
         if self.since_reset > 1:  # the state holds a frame the model saw
-            self._exposure(self.state, self.preprocess.current, self._seen)
+            self.exposure(self.state, self.preprocess.current, self._seen)
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)
@@ -100,11 +90,6 @@ class ModelStream:
         anomaly_map = cell_means(np.square(motion, out=self._motion_energy), self.grid)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
         return anomaly_map if self.since_reset > self.warmup else None
-
-    @property
-    def exposure_matched(self) -> int:
-        """Frames before which the remembered frame was brought to a new exposure."""
-        return self._exposure.matched
 
     def gate(self, gating: GatingConfig | None) -> None:
         """Turn gating on (if ``gating`` enables it) or off, from the next frame."""
@@ -119,40 +104,3 @@ class ModelStream:
         np.abs(self._motion, out=self._motion)
         return float(self._motion.max()) < gating.motion_threshold * self.preprocess.pixel_scale
 
-
-class _ExposureMatch:
-    """Brings the previous frame stored in a model's state to the current frame's brightness."""
-
-    def __init__(self, model: StreamingModel | DelegatedModel) -> None:
-        layout = model.info.sidecar.get("state_frame")
-        self.enabled = bool(layout) and layout.get("encoding") == "2x-1"
-        self._offset = int(layout["offset"]) if self.enabled else 0
-        self._quant = model.state_in_quant
-        self._levels = self._quant.dequantize(np.arange(256, dtype=np.uint8).view(self._quant.dtype)) \
-            if np.dtype(self._quant.dtype).itemsize == 1 else None
-        self._ratio = np.empty(model.map_shape, np.float32)
-        self._rng = np.random.default_rng(0)
-        self.matched = 0
-
-    def __call__(self, state: np.ndarray, current: np.ndarray, previous: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        np.maximum(previous, EXPOSURE_DARK, out=self._ratio)
-        np.divide(current, self._ratio, out=self._ratio)
-        lit = self._ratio[(previous > EXPOSURE_DARK) & (current > EXPOSURE_DARK)]
-        if lit.size < self._ratio.size // 4:  # mostly dark: too little to tell a gain from noise
-            return
-        gain = float(np.median(lit))
-        if abs(gain - 1.0) < EXPOSURE_TOLERANCE:
-            return
-        stored = state.reshape(-1)[self._offset:]
-        if self._levels is None:  # a float state
-            np.clip(gain * (stored + 1.0) - 1.0, -1.0, 1.0, out=stored)
-        else:
-            # Requantized with dither: rounding every pixel the same way would turn the gain into
-            # a contour (pixels above some level one step up, those below not), which the model
-            # reads as edges that moved.
-            matched = gain * (self._levels[stored.view(np.uint8)] + 1.0) - 1.0
-            matched += self._rng.uniform(-0.5, 0.5, matched.shape).astype(np.float32) * self._quant.scale
-            stored[:] = self._quant.quantize(np.clip(matched, -1.0, 1.0))
-        self.matched += 1

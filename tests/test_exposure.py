@@ -54,9 +54,9 @@ def blind_model() -> StreamingModel:
 def test_an_exposure_step_of_10_percent_stays_below_the_alarm_threshold(scene: list[np.ndarray], gain: float) -> None:
     changed = exposure_change(scene[CALIBRATION:], gain, 1)
     score, stream = highest_score_after_calibration(StreamingModel(), scene, changed)
-    assert score < THRESHOLD and stream.exposure_matched == 1
+    assert score < THRESHOLD and stream.exposure.matched == 1
     blind_score, blind_stream = highest_score_after_calibration(blind_model(), scene, changed)
-    assert blind_score > 100 * THRESHOLD and blind_stream.exposure_matched == 0
+    assert blind_score > 100 * THRESHOLD and blind_stream.exposure.matched == 0
 
 
 @pytest.mark.parametrize("gain_per_frame", [1.02, 0.98])
@@ -68,9 +68,9 @@ def test_a_fast_exposure_ramp_scores_a_small_fraction_of_what_it_would(
     changed = exposure_change(scene[CALIBRATION:], gain_per_frame, 10)
     score, stream = highest_score_after_calibration(StreamingModel(), scene, changed)
     blind_score, _ = highest_score_after_calibration(blind_model(), scene, changed)
-    assert stream.exposure_matched >= 10 and score * 20 < blind_score
+    assert stream.exposure.matched >= 10 and score * 20 < blind_score
 
 
 def test_sensor_noise_alone_leaves_the_remembered_frame_as_it_is(scene: list[np.ndarray]) -> None:
     _, stream = highest_score_after_calibration(StreamingModel(), scene, scene[CALIBRATION:])
-    assert stream.exposure_matched == 0
+    assert stream.exposure.matched == 0
