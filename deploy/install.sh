@@ -8,17 +8,20 @@
 #
 # Install is idempotent, and is also the upgrade: a new venv is built beside the running one
 # (/opt/edge-agent/venv-TIMESTAMP) and the /opt/edge-agent/venv link is switched to it only once
-# it is complete (a venv cannot be moved: its scripts name their own path), /etc/edge-agent (config, password, TLS files) and
-# /var/lib/edge-agent (calibration, event seq, outbox) are never overwritten, and the service is
-# restarted after `edge-agent check-config` accepts the config. A first install writes the example
-# config and does not start: set the cameras and the broker first. --dry-run prints every step
-# and changes nothing.
+# it is complete (a venv cannot be moved: its scripts name their own path) and the new version's
+# `edge-agent check-config` accepts the existing config (if it does not, the new venv is removed
+# and the running service is left as it was); /etc/edge-agent (config, password, TLS files) and
+# /var/lib/edge-agent (calibration, event seq, outbox) are never overwritten; the service is
+# restarted, and only then are the old venvs removed (with --no-start they stay). A first
+# install writes the example config and does not start: set the cameras and the broker first.
+# --dry-run prints every step and changes nothing. EDGE_AGENT_PREFIX, EDGE_AGENT_CONF_DIR and
+# EDGE_AGENT_STATE_DIR move the three folders (for a staging tree; the unit names the defaults).
 set -euo pipefail
 
-PREFIX=/opt/edge-agent
+PREFIX=${EDGE_AGENT_PREFIX:-/opt/edge-agent}
 VENV=$PREFIX/venv
-CONF_DIR=/etc/edge-agent
-STATE_DIR=/var/lib/edge-agent
+CONF_DIR=${EDGE_AGENT_CONF_DIR:-/etc/edge-agent}
+STATE_DIR=${EDGE_AGENT_STATE_DIR:-/var/lib/edge-agent}
 UNIT=/etc/systemd/system/edge-agent.service
 USER_NAME=edge-agent
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +32,7 @@ purge=0
 action=""
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -92,14 +95,17 @@ do_install() {
     run python3 -m venv "$PREFIX/$release"
     run "$PREFIX/$release/bin/python" -m pip install --quiet --upgrade pip
     run "$PREFIX/$release/bin/python" -m pip install --quiet "$SRC"
-    # Switch the link atomically (rename over it), then drop the releases it no longer names.
+    if [ -e "$CONF_DIR/config.yaml" ]; then
+        say "upgrade: the new version checks the existing config before anything is switched"
+        if ! run "$PREFIX/$release/bin/edge-agent" check-config "$CONF_DIR/config.yaml"; then
+            run rm -rf "${PREFIX:?}/$release"
+            echo "the new version refuses $CONF_DIR/config.yaml (above): nothing was changed, the service runs on" >&2
+            exit 1
+        fi
+    fi
+    # Switch the link atomically (rename over it); the old releases go once the service restarted.
     run ln -sfn "$release" "$VENV.link"
     run mv -T "$VENV.link" "$VENV"
-    for old in "$PREFIX"/venv-*; do
-        if [ -d "$old" ] && [ "$(basename "$old")" != "$release" ]; then
-            run rm -rf "$old"
-        fi
-    done
     run install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
     run install -m 0755 "$SRC/deploy/mosquitto/make-certs.sh" "$PREFIX/make-certs.sh"
 
@@ -128,10 +134,14 @@ do_install() {
         say "first install: edit $CONF_DIR/config.yaml (cameras, broker, TLS), then:"
         say "  $VENV/bin/edge-agent check-config $CONF_DIR/config.yaml && systemctl start edge-agent"
     elif [ "$start" = 1 ]; then
-        # restart: picks up the new venv on an upgrade; starts it on a first install
-        run "$VENV/bin/edge-agent" check-config "$CONF_DIR/config.yaml"
-        run systemctl restart edge-agent.service
+        run systemctl restart edge-agent.service  # onto the new venv (its config checked above)
         say "started; follow it with: journalctl -u edge-agent -f"
+        # Nothing runs from the old releases now. (Not after --no-start: the service may.)
+        for old in "$PREFIX"/venv-*; do
+            if [ -d "$old" ] && [ "$(basename "$old")" != "$release" ]; then
+                run rm -rf "$old"
+            fi
+        done
     else
         say "not started (--no-start); edit $CONF_DIR/config.yaml, then: systemctl start edge-agent"
     fi

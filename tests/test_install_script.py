@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,10 +14,10 @@ SCRIPTS = [REPO / "deploy" / "install.sh", REPO / "deploy" / "mosquitto" / "make
 TOUCHED = [Path("/opt/edge-agent"), Path("/etc/edge-agent"), Path("/etc/systemd/system/edge-agent.service")]
 
 
-def dry_run(*args: str) -> str:
+def dry_run(*args: str, env: dict[str, str] | None = None) -> str:
     before = {path: path.exists() for path in TOUCHED}
     result = subprocess.run(["bash", str(SCRIPTS[0]), "--dry-run", *args], capture_output=True, text=True,
-                            timeout=30)
+                            timeout=30, env=None if env is None else {**os.environ, **env})
     assert result.returncode == 0, result.stderr
     assert {path: path.exists() for path in TOUCHED} == before, "--dry-run changed the system"
     return result.stdout
@@ -42,6 +43,24 @@ def test_install_dry_run_prints_the_venv_config_state_and_unit_steps() -> None:
         assert "keeping existing /etc/edge-agent/config.yaml" in out
     else:
         assert "with state_dir: /var/lib/edge-agent" in out and "first install" in out
+
+
+def test_an_upgrade_checks_the_config_with_the_new_version_before_switching_and_drops_the_old_after_restart(
+    tmp_path: Path,
+) -> None:
+    prefix, conf = tmp_path / "opt", tmp_path / "etc"
+    (prefix / "venv-20260101000000").mkdir(parents=True)  # the running release
+    conf.mkdir()
+    (conf / "config.yaml").write_text("cameras: []\n")
+    steps = [line for line in dry_run("install", env={
+        "EDGE_AGENT_PREFIX": str(prefix), "EDGE_AGENT_CONF_DIR": str(conf),
+        "EDGE_AGENT_STATE_DIR": str(tmp_path / "var")}).splitlines() if line.startswith("+ ")]
+    release = next(line.split()[-1] for line in steps if line.startswith("+ python3 -m venv "))
+    check = steps.index(f"+ {release}/bin/edge-agent check-config {conf}/config.yaml")
+    switch = steps.index(f"+ mv -T {prefix}/venv.link {prefix}/venv")
+    restart = steps.index("+ systemctl restart edge-agent.service")
+    drop = steps.index(f"+ rm -rf {prefix}/venv-20260101000000")
+    assert check < switch < restart < drop
 
 
 def test_uninstall_keeps_config_and_state_unless_purged() -> None:
