@@ -34,19 +34,28 @@ class Preprocessor:
         self.lut = quant.quantize(np.arange(256, dtype=np.float32) * pixel_scale)
         self._tensor = np.empty(input_shape, dtype=quant.dtype)
         self.small = np.empty((self.height, self.width), np.uint8)
-        self._small_float = np.empty((self.height, self.width), np.float32)
+        #: The frame as the model takes it, in float (pixel * pixel_scale); ``current``: at the map's size.
+        self.frame = np.empty((self.height, self.width), np.float32)
         self.current = np.empty(map_shape, np.float32)
         self._buffers: dict[str, np.ndarray] = {}
+        #: The grey camera frames of this call and of the one before (for the shake alignment,
+        #: which re-samples the previous frame finely); two buffers that swap.
+        self.grey: np.ndarray | None = None
+        self.previous_grey: np.ndarray | None = None
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        grey = image
+        self.previous_grey, grey = self.grey, self.previous_grey
+        if grey is None or grey.shape != image.shape[:2]:
+            grey = np.empty(image.shape[:2], np.uint8)
         if image.ndim == 3:
-            grey = self._buffer("grey", image.shape[:2], np.uint8)
             cv2.cvtColor(image, cv2.COLOR_BGR2GRAY, dst=grey)
+        else:
+            np.copyto(grey, image)  # the source reuses its buffers
+        self.grey = grey
         self._shrink(grey)
         cv2.LUT(self.small, self.lut, dst=self._tensor[0, :, :, 0])
-        np.multiply(self.small, np.float32(self.pixel_scale), out=self._small_float)
-        cv2.resize(self._small_float, (self.map_width, self.map_height), dst=self.current,
+        np.multiply(self.small, np.float32(self.pixel_scale), out=self.frame)
+        cv2.resize(self.frame, (self.map_width, self.map_height), dst=self.current,
                    interpolation=cv2.INTER_AREA)
         return self._tensor
 
@@ -62,8 +71,8 @@ class Preprocessor:
                       borderType=cv2.BORDER_REPLICATE)
         columns = self._buffer("columns", (height, self.width), np.float32)
         np.copyto(columns, box[:, ::step])
-        cv2.resize(columns, (self.width, self.height), dst=self._small_float, interpolation=cv2.INTER_AREA)
-        cv2.convertScaleAbs(self._small_float, dst=self.small)  # rounds as INTER_AREA does
+        cv2.resize(columns, (self.width, self.height), dst=self.frame, interpolation=cv2.INTER_AREA)
+        cv2.convertScaleAbs(self.frame, dst=self.small)  # rounds as INTER_AREA does
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A scratch array kept for the next frame (made anew when the frame size changes)."""

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from agent.alignment import ExposureMatch
+from agent.alignment import PreviousFrameAligner
 from agent.config import GatingConfig
 from agent.errors import ModelError
 from agent.delegates import DelegatedModel
@@ -27,8 +27,8 @@ class ModelStream:
     one by less than ``motion_threshold`` everywhere: the next frame the model sees continues from
     a state made on (nearly) the same picture. Any motion beyond that runs the model at once.
 
-    Before each step the frame the model remembers is brought to the new one's brightness when
-    the camera's exposure changed (:mod:`agent.alignment`).
+    Before each step the frame the model remembers is brought to the new one's brightness and
+    position when the camera's exposure changed or it shook (:mod:`agent.alignment`).
     """
 
     def __init__(
@@ -57,7 +57,7 @@ class ModelStream:
         self.skipped_last = False
         self.skipped = 0
         self.state = model.zero_state()
-        self.exposure = ExposureMatch(model)
+        self.aligner = PreviousFrameAligner(model, model.frame_shape[1:3], self.preprocess.pixel_scale)
         self.since_reset = 0
         #: Seconds spent in the last call's preprocessing and inference.
         self.last_times = (0.0, 0.0)
@@ -81,7 +81,8 @@ class ModelStream:
             self.last_times = (t1 - t0, 0.0)
             return None
         if self.since_reset > 1:  # the state holds a frame the model saw
-            self.exposure(self.state, self.preprocess.current, self._seen)
+            pre = self.preprocess
+            self.aligner(self.state, pre.frame, pre.current, self._seen, pre.grey, pre.previous_grey)
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)
