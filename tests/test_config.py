@@ -124,14 +124,20 @@ def test_broken_yaml_names_line_and_column(tmp_path: Path) -> None:
     assert problem.startswith("line ") and "invalid YAML" in problem
 
 
-def test_check_config_prints_each_problem_and_fails_without_a_traceback(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text("cameras:\n  - name: a\n    source: synthetic\n    fps: -1\n    colour: red\n")
+def refused(tmp_path: Path, text: str) -> str:
+    """What ``check-config`` says of a config file with ``text``, which it must refuse."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
     result = check_config(path)
     assert result.returncode == 2
-    assert "cameras[0].fps: must be > 0" in result.stderr
-    assert "cameras[0].colour: unknown key" in result.stderr
-    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_check_config_prints_each_problem_and_fails_without_a_traceback(tmp_path: Path) -> None:
+    stderr = refused(tmp_path, "cameras:\n  - name: a\n    source: synthetic\n    fps: -1\n    colour: red\n")
+    assert "cameras[0].fps: must be > 0" in stderr
+    assert "cameras[0].colour: unknown key" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_check_config_accepts_the_shipped_config() -> None:
@@ -141,20 +147,15 @@ def test_check_config_accepts_the_shipped_config() -> None:
 
 
 def test_check_config_reports_a_missing_model(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text("model: {path: nowhere.tflite}\ncameras: [{name: a, source: synthetic}]\n")
-    result = check_config(path)
-    assert result.returncode == 2
-    assert "model.path: file not found" in result.stderr
+    stderr = refused(tmp_path, "model: {path: nowhere.tflite}\ncameras: [{name: a, source: synthetic}]\n")
+    assert "model.path: file not found" in stderr
 
 
 def test_check_config_reports_a_grid_the_model_map_cannot_be_cut_into(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text("cameras: [{name: a, source: synthetic}, {name: b, source: synthetic, calibration: {grid: [5, 6]}}]\n")
-    result = check_config(path)
-    assert result.returncode == 2
-    assert "cameras[1].calibration.grid: 5x6 does not divide the model's 24x36 motion map" in result.stderr
-    assert "cameras[0]" not in result.stderr
+    stderr = refused(tmp_path, "cameras: [{name: a, source: synthetic}, "
+                               "{name: b, source: synthetic, calibration: {grid: [5, 6]}}]\n")
+    assert "cameras[1].calibration.grid: 5x6 does not divide the model's 24x36 motion map" in stderr
+    assert "cameras[0]" not in stderr
 
 
 def test_check_config_on_a_missing_file(tmp_path: Path) -> None:
