@@ -74,7 +74,9 @@ class PreviousFrameAligner:
                  grey: np.ndarray | None, previous_grey: np.ndarray | None) -> None:
         """``current``: the frame about to be run at the model's size, grey in [0, 1];
         ``current_map``, ``previous_map``: it and the last frame run, at the map's size;
-        ``grey``, ``previous_grey``: the camera frames they came from."""
+        ``grey``, ``previous_grey``: the camera frames of this call and of the one before (with
+        gating, that may be a frame the model skipped: it differed from the one it saw by less
+        than the gating threshold)."""
         if not self.enabled:
             return
         stored = state.reshape(-1)[self._offset:]

@@ -19,6 +19,7 @@ from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
 from agent.scoring import cell_means
 
+
 class ModelStream:
     """``gating``: on a static scene run the model on one frame in ``stride`` only.
 
@@ -104,4 +105,3 @@ class ModelStream:
         np.subtract(self.preprocess.current, self._seen, out=self._motion)
         np.abs(self._motion, out=self._motion)
         return float(self._motion.max()) < gating.motion_threshold * self.preprocess.pixel_scale
-
