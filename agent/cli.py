@@ -87,9 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.config import load_config
-    from agent.inference import DEFAULT_MODEL
-
-    from agent.inference import StreamingModel, read_sidecar
+    from agent.inference import DEFAULT_MODEL, StreamingModel, read_sidecar
 
     config = load_config(args.config)
     model = config.model.path or DEFAULT_MODEL
