@@ -4,8 +4,9 @@ The old cost volume gave |d| per shift (fine 9 | coarse 15 channels); the new on
 and relu(-d) (fine +9 -9 | coarse +15 -15). Since |d| = relu(d) + relu(-d), the layers reading
 the cost volume (``c1`` and ``c2_quarter``) take each old input weight twice. The fixed layers
 (cost-volume convolutions, box averages) are built, not carried. The network is the same
-function (checked here to 1e-5). Used once, to re-express the shipped model's weights; kept in
-the history for the sidecar's record, not needed afterwards.
+function (checked here to 1e-5). It re-expressed the shipped model's weights, and the model
+card's steps to remake the shipped file run it; a model trained with the current graph does not
+need it.
 
     python -m models.carry_over OLD.keras NEW.keras
 """
