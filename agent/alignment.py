@@ -52,6 +52,16 @@ class AlignableModel(Protocol):
     state_in_quant: Quant
 
 
+class Frames(Protocol):
+    """What :class:`~agent.preprocess.Preprocessor` keeps of the last two frames."""
+
+    frame: np.ndarray  # at the model's size, grey in [0, 1]
+    previous_frame: np.ndarray
+    current: np.ndarray  # the frame at the map's size
+    grey: np.ndarray | None  # the camera frames they came from
+    previous_grey: np.ndarray | None
+
+
 class PreviousFrameAligner:
     """Brings the previous frame stored in a model's state to the current frame's brightness
     and position (see the module's docstring)."""
@@ -70,28 +80,27 @@ class PreviousFrameAligner:
         self.exposure_matched = 0
         self.shake_matched = 0
 
-    def __call__(self, state: np.ndarray, current: np.ndarray, current_map: np.ndarray, previous_map: np.ndarray,
-                 grey: np.ndarray | None, previous_grey: np.ndarray | None) -> None:
-        """``current``: the frame about to be run at the model's size, grey in [0, 1];
-        ``current_map``, ``previous_map``: it and the last frame run, at the map's size;
-        ``grey``, ``previous_grey``: the camera frames of this call and of the one before (with
-        gating, that may be a frame the model skipped: it differed from the one it saw by less
-        than the gating threshold)."""
+    def __call__(self, state: np.ndarray, frames: Frames, previous_map: np.ndarray) -> None:
+        """``frames``: the preprocessor's views of the frame about to be run and of the one
+        before; ``previous_map``: the last frame run at the map's size. (With gating, the frame
+        before may be one the model skipped: it differed from the one it saw by less than the
+        gating threshold.)"""
         if not self.enabled:
             return
+        gain = exposure_gain(frames.current, previous_map)
+        previous = frames.previous_frame if gain is None else frames.previous_frame * np.float32(gain)
+        shift = camera_shift(previous, frames.frame)
+        grey, previous_grey = frames.grey, frames.previous_grey
         stored = state.reshape(-1)[self._offset:]
-        as_float = self._levels[stored.view(np.uint8)] if self._levels is not None else stored
-        previous = ((as_float + 1.0) * 0.5).reshape(self._size).astype(np.float32)
-        gain = exposure_gain(current_map, previous_map)
-        if gain is not None:
-            previous *= gain
-        shift = camera_shift(previous, current)
         if shift is not None and previous_grey is not None and grey is not None \
                 and previous_grey.shape == grey.shape:
             previous = self._moved_finely(previous_grey, shift, 1.0 if gain is None else gain)
             self.shake_matched += 1
         elif gain is None:
             return
+        else:  # the exposure only: the remembered frame itself, brighter or darker
+            as_float = self._levels[stored.view(np.uint8)] if self._levels is not None else stored
+            previous = (as_float + 1.0) * np.float32(0.5 * gain)
         self.exposure_matched += gain is not None
         encoded = previous.reshape(-1) * 2.0 - 1.0
         if self._levels is None:  # a float state

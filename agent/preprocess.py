@@ -34,8 +34,10 @@ class Preprocessor:
         self.lut = quant.quantize(np.arange(256, dtype=np.float32) * pixel_scale)
         self._tensor = np.empty(input_shape, dtype=quant.dtype)
         self.small = np.empty((self.height, self.width), np.uint8)
-        #: The frame as the model takes it, in float (pixel * pixel_scale); ``current``: at the map's size.
+        #: The frame as the model takes it, in float (pixel * pixel_scale), and the one before it
+        #: (two buffers that swap); ``current``: the frame at the map's size.
         self.frame = np.empty((self.height, self.width), np.float32)
+        self.previous_frame = np.empty_like(self.frame)
         self.current = np.empty(map_shape, np.float32)
         self._buffers: dict[str, np.ndarray] = {}
         #: The grey camera frames of this call and of the one before (for the shake alignment,
@@ -44,6 +46,7 @@ class Preprocessor:
         self.previous_grey: np.ndarray | None = None
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        self.previous_frame, self.frame = self.frame, self.previous_frame
         self.previous_grey, grey = self.grey, self.previous_grey
         if grey is None or grey.shape != image.shape[:2]:
             grey = np.empty(image.shape[:2], np.uint8)

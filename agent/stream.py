@@ -82,8 +82,7 @@ class ModelStream:
             self.last_times = (t1 - t0, 0.0)
             return None
         if self.since_reset > 1:  # the state holds a frame the model saw
-            pre = self.preprocess
-            self.aligner(self.state, pre.frame, pre.current, self._seen, pre.grey, pre.previous_grey)
+            self.aligner(self.state, self.preprocess, self._seen)
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)
