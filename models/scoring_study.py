@@ -1,0 +1,254 @@
+"""Choosing the agent's scoring on data that is not the test clips, and checking whether it carries over.
+
+    python -m models.scoring_study --data ../shared/data/ucsd-ped2 [--test]
+
+Validation data: every Ped2 *training* clip in turn (leave one clip out: the per-cell statistics
+come from the other 15), as it is (normal) and with one synthetic anomaly of each kind pasted in
+from frame 30-50 on (fixed seed):
+
+* ``off path``: a person, cut from another training clip (median background, connected
+  components), walking at 0.6-1.2 px per frame across image rows where the training clips
+  hardly move (Ped2's lawn);
+* ``rider``: such a person crossing the rows where people do walk at 2.5-5 px per frame (a
+  cyclist's speed; walkers do 0.5-1.5);
+* ``fast band``: a vertical band (1/4 to 1/2 of the width) replaying its own clip twice as fast.
+
+Each frame goes through the shipped model exactly as the agent runs it (:class:`ModelStream`),
+then through every candidate scoring, smoothed by the agent's :class:`Detector`; the figure is the
+frame-level micro AUC over all validation clips. Candidates: the grid, the per-cell centre and
+spread (mean and standard deviation, or median and 99th percentile minus median), the spread's
+floor (a multiple of the cells' 25th-percentile spread) and the domain of the cell values
+(energy, its square root, its log). ``--test`` then scores the best candidate and the agent's own
+scoring on the labelled clips of ``DATA/testing``, to see whether the ranking carries over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from agent.config import CalibrationConfig, DetectorConfig
+from agent.detector import Detector
+from agent.evaluation.data import frames_of, labelled_clips, normal_clips
+from agent.evaluation.metrics import roc_auc
+from agent.inference import DEFAULT_MODEL, StreamingModel
+from agent.scoring import CellScorer, CellStats, cell_means
+from agent.stream import ModelStream
+
+Person = tuple[np.ndarray, np.ndarray]  # grey pixels (float32), soft mask in [0, 1]
+Labelled = tuple[np.ndarray, np.ndarray]  # grey frames (N, H, W) uint8, labels (N,) bool
+
+DOMAINS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "energy": lambda x: x,
+    "sqrt": lambda x: np.sqrt(np.maximum(x, 0)),
+    "log": lambda x: np.log(np.maximum(x, 0) + 1e-4),
+}
+GRIDS = ((4, 6), (8, 12))
+FLOORS = (1.0, 2.0, 4.0, 8.0)
+CENTRES = ("mean/std", "median/q99")
+
+
+def people_in(clip: np.ndarray, rng: np.random.Generator, wanted: int = 40) -> list[Person]:
+    """Person-shaped foreground blobs (taller than wide, 200-1500 px) of a clip against its median."""
+    background = np.median(clip, axis=0).astype(np.uint8)
+    found: list[Person] = []
+    for t in rng.permutation(len(clip)):
+        moving = (cv2.absdiff(clip[t], background) > 25).astype(np.uint8)
+        moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        count, labels, boxes, _ = cv2.connectedComponentsWithStats(moving)
+        for i in range(1, count):
+            x, y, w, h, area = boxes[i]
+            if 200 <= area <= 1500 and 25 <= h <= 70 and 8 <= w <= 40 and h > w:
+                mask = cv2.GaussianBlur((labels[y:y + h, x:x + w] == i).astype(np.float32), (3, 3), 0)
+                found.append((clip[t, y:y + h, x:x + w].astype(np.float32), mask))
+        if len(found) >= wanted:
+            break
+    return found
+
+
+def walk_across(clip: np.ndarray, rng: np.random.Generator, person: Person, rows: np.ndarray,
+                speed: float) -> Labelled:
+    """``person`` crossing the frame horizontally at ``speed`` px per frame, centred on one of ``rows``."""
+    n, height, width = clip.shape
+    out, labels = clip.astype(np.float32), np.zeros(n, bool)
+    pixels, mask = person
+    ph, pw = pixels.shape
+    y = int(np.clip(rng.choice(rows) - ph // 2, 0, height - ph))
+    t = int(rng.integers(30, 50))
+    direction = 1 if rng.random() < 0.5 else -1
+    x = 0.0 if direction > 0 else float(width - pw)
+    while t < n and 0 <= x <= width - pw:
+        shift = np.float32([[1, 0, x], [0, 1, y]])  # sub-pixel positions, as a camera sees them
+        alpha = cv2.warpAffine(mask, shift, (width, height))
+        out[t] = out[t] * (1 - alpha) + cv2.warpAffine(pixels, shift, (width, height)) * alpha
+        labels[t] = True
+        x += direction * speed
+        t += 1
+    return np.clip(out, 0, 255).astype(np.uint8), labels
+
+
+def fast_band(clip: np.ndarray, rng: np.random.Generator, speedup: int = 2) -> Labelled:
+    n, _, width = clip.shape
+    out, labels = clip.copy(), np.zeros(n, bool)
+    start, band = int(rng.integers(30, 50)), int(rng.integers(width // 4, width // 2))
+    x0 = int(rng.integers(0, width - band))
+    t = start
+    while t < n and start + speedup * (t - start) < n:
+        out[t, :, x0:x0 + band] = clip[start + speedup * (t - start), :, x0:x0 + band]
+        labels[t] = True
+        t += 1
+    return out, labels
+
+
+def path_rows(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Image rows where the training clips hardly move (lowest quarter of the rows' mean frame
+    difference) and where they move most (highest quarter), away from the top and bottom edges."""
+    profile = np.mean([np.abs(np.diff(c.astype(np.float32), axis=0)).mean(axis=(0, 2)) for c in clips], axis=0)
+    height = len(profile)
+    inner = np.arange(height // 10, height - height // 10)
+    low, high = np.percentile(profile[inner], [25, 75])
+    return inner[profile[inner] <= low], inner[profile[inner] >= high]
+
+
+def validation_clips(clips: dict[str, np.ndarray], seed: int) -> dict[str, dict[str, Labelled]]:
+    """Per training clip: the kind of pasted anomaly -> (frames, labels)."""
+    rng = np.random.default_rng(seed)
+    quiet, busy = path_rows(list(clips.values()))
+    names = list(clips)
+    out: dict[str, dict[str, Labelled]] = {}
+    for i, name in enumerate(names):
+        people = people_in(clips[names[(i + len(names) // 3) % len(names)]], rng)
+        clip = clips[name]
+        out[name] = {
+            "off path": walk_across(clip, rng, people[int(rng.integers(len(people)))], quiet, rng.uniform(0.6, 1.2)),
+            "rider": walk_across(clip, rng, people[int(rng.integers(len(people)))], busy, rng.uniform(2.5, 5.0)),
+            "fast band": fast_band(clip, rng),
+        }
+    return out
+
+
+class MapRecorder:
+    """The model's full motion map per frame, as the agent's :class:`ModelStream` makes it (NaN in warm-up)."""
+
+    def __init__(self, model: StreamingModel) -> None:
+        self.stream = ModelStream(model, model.map_shape)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.stream.reset()
+        maps = np.full((len(frames), *self.stream.model.map_shape), np.nan, np.float32)
+        for i, grey in enumerate(frames):
+            motion = self.stream(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+            if motion is not None:
+                maps[i] = motion
+        return maps
+
+
+@dataclass(frozen=True)
+class Candidate:
+    grid: tuple[int, int]
+    centre: str
+    floor: float
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.grid[0]}x{self.grid[1]} {self.centre:10} floor {self.floor:<3g} {self.domain}"
+
+    def cells(self, maps: np.ndarray) -> np.ndarray:
+        return DOMAINS[self.domain](np.stack([cell_means(m, self.grid) for m in maps]))
+
+    def scorer(self, normal_maps: list[np.ndarray]) -> CellScorer:
+        values = np.concatenate([self.cells(m) for m in normal_maps])
+        values = values[~np.isnan(values).any(axis=(1, 2))]
+        if self.centre == "mean/std":
+            centre, spread = values.mean(0), values.std(0, ddof=1)
+        else:
+            centre = np.median(values, 0)
+            spread = np.percentile(values, 99, 0) - centre
+        return CellScorer(CellStats(centre, spread, len(values)), self.floor)
+
+    def scores(self, scorer: CellScorer, maps: np.ndarray, detector: DetectorConfig, fps: float) -> np.ndarray:
+        """Smoothed per-frame scores, as :func:`agent.evaluation.methods.run_clip` makes them."""
+        decide, out = Detector(detector), np.zeros(len(maps))
+        for i, cell_values in enumerate(self.cells(maps)):
+            if not np.isnan(cell_values).any():
+                decide.update(i / fps, scorer(cell_values)[0])
+            if decide.smoothed is not None:
+                out[i] = decide.smoothed
+        return out
+
+
+def validation_auc(candidate: Candidate, normal: dict[str, np.ndarray], pasted: dict[str, dict[str, np.ndarray]],
+                   labels: dict[str, dict[str, np.ndarray]], detector: DetectorConfig, fps: float) -> dict[str, float]:
+    """Micro AUC over every clip left out in turn, all kinds together and per kind (with the normal clips)."""
+    kinds = list(next(iter(pasted.values())))
+    scored: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {kind: [] for kind in ["normal", *kinds]}
+    for name in normal:
+        scorer = candidate.scorer([m for other, m in normal.items() if other != name])
+        scored["normal"].append((candidate.scores(scorer, normal[name], detector, fps), np.zeros(len(normal[name]), bool)))
+        for kind in kinds:
+            scored[kind].append((candidate.scores(scorer, pasted[name][kind], detector, fps), labels[name][kind]))
+
+    def auc(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        value = roc_auc(np.concatenate([s for s, _ in parts]), np.concatenate([lab for _, lab in parts]))
+        assert value is not None
+        return value
+
+    result = {"all": auc([p for parts in scored.values() for p in parts])}
+    result.update({kind: auc(scored["normal"] + scored[kind]) for kind in kinds})
+    return result
+
+
+def grey_clips(folder: Path, fps: float) -> dict[str, np.ndarray]:
+    return {name: np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) if f.ndim == 3 else f for f in frames_of(source)])
+            for name, source in normal_clips(folder, fps)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="a folder in the UCSD Ped2 layout")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--test", action="store_true", help="also score the best and the agent's own on DATA/testing")
+    args = parser.parse_args(argv)
+    fps, detector, agent_default = 10.0, DetectorConfig(), CalibrationConfig()
+
+    record = MapRecorder(StreamingModel(args.model))
+    clips = grey_clips(args.data / "training" / "frames", fps)
+    synthetic = validation_clips(clips, args.seed)
+    normal = {name: record(frames) for name, frames in tqdm(clips.items(), desc="normal clips", leave=False)}
+    pasted = {name: {kind: record(frames) for kind, (frames, _) in kinds.items()}
+              for name, kinds in tqdm(synthetic.items(), desc="pasted clips", leave=False)}
+    labels = {name: {kind: lab for kind, (_, lab) in kinds.items()} for name, kinds in synthetic.items()}
+
+    ours = Candidate(tuple(agent_default.grid), "mean/std", agent_default.std_floor, "energy")  # type: ignore[arg-type]
+    candidates = [Candidate(*c) for c in itertools.product(GRIDS, CENTRES, FLOORS, DOMAINS)]
+    table = [(validation_auc(c, normal, pasted, labels, detector, fps), c) for c in tqdm(candidates, desc="candidates", leave=False)]
+    table.sort(key=lambda row: -row[0]["all"])
+    kinds = [k for k in table[0][0] if k != "all"]
+    print(f"{'validation micro AUC (leave one training clip out)':50} {'all':>6} " + " ".join(f"{k:>9}" for k in kinds))
+    for result, candidate in table:
+        mark = "  <- the agent's" if candidate == ours else ""
+        print(f"  {candidate!s:48} {result['all']:6.4f} " + " ".join(f"{result[k]:9.4f}" for k in kinds) + mark)
+
+    if args.test:
+        test = labelled_clips(args.data)
+        frames = grey_clips(args.data / "testing" / "frames", fps)
+        test_maps = [record(frames[clip.name]) for clip in test]
+        all_labels = np.concatenate([clip.labels for clip in test])
+        print(f"\n{'labelled clips (DATA/testing), causal micro AUC':50}")
+        for name, candidate in (("best on validation", table[0][1]), ("the agent's", ours)):
+            scorer = candidate.scorer(list(normal.values()))
+            scores = np.concatenate([candidate.scores(scorer, m, detector, fps) for m in test_maps])
+            print(f"  {name + ': ' + str(candidate):48} {roc_auc(scores, all_labels):6.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

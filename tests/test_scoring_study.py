@@ -1,0 +1,50 @@
+"""The scoring study's synthetic anomalies: people are found, pasted where and as fast as asked."""
+
+import numpy as np
+
+from models.scoring_study import fast_band, path_rows, people_in, walk_across
+
+HEIGHT, WIDTH, FRAMES = 120, 160, 80
+
+
+def walkway_clip(rng: np.random.Generator) -> np.ndarray:
+    """Grey noise background with a dark 30x12 'person' walking along rows 50-80 at 1 px a frame."""
+    background = rng.integers(150, 170, (HEIGHT, WIDTH)).astype(np.uint8)
+    clip = np.repeat(background[None], FRAMES, axis=0)
+    for t in range(FRAMES):
+        clip[t, 50:80, 20 + t:32 + t] = 40
+    return clip
+
+
+def test_the_quiet_rows_are_off_the_walkway_and_the_busy_ones_on_it() -> None:
+    quiet, busy = path_rows([walkway_clip(np.random.default_rng(0))])
+    assert busy.size and np.all((busy >= 50) & (busy < 80))
+    assert quiet.size and not np.any((quiet >= 50) & (quiet < 80))
+
+
+def test_a_walker_is_cut_out_of_its_clip() -> None:
+    people = people_in(walkway_clip(np.random.default_rng(0)), np.random.default_rng(1), wanted=3)
+    pixels, mask = people[0]
+    assert pixels.shape == mask.shape and pixels.shape[0] > pixels.shape[1]
+    assert pixels[mask > 0.9].mean() < 60  # the dark person, not the background
+
+
+def test_a_pasted_person_crosses_at_the_asked_speed_and_is_labelled_while_in_view() -> None:
+    rng = np.random.default_rng(2)
+    clip = np.full((200, HEIGHT, WIDTH), 160, np.uint8)
+    person = (np.full((20, 8), 30, np.float32), np.ones((20, 8), np.float32))
+    frames, labels = walk_across(clip, rng, person, np.array([30]), speed=4.0)
+    shown = np.flatnonzero(labels)
+    assert 30 <= shown[0] < 50 and np.all(np.diff(shown) == 1)
+    assert len(shown) == (WIDTH - 8) // 4 + 1
+    columns = [np.flatnonzero(frames[t, 30] < 100) for t in shown[:2]]
+    assert abs(abs(columns[1].mean() - columns[0].mean()) - 4.0) < 0.5
+    assert np.all(frames[~labels] == 160)
+
+
+def test_the_fast_band_replays_its_own_clip_twice_as_fast() -> None:
+    clip = np.arange(100, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 40), np.uint8)
+    frames, labels = fast_band(clip, np.random.default_rng(3))
+    start = int(np.flatnonzero(labels)[0])
+    changed = np.flatnonzero(frames[start + 5, 0] != clip[start + 5, 0])
+    assert changed.size >= 10 and np.all(frames[start + 5, 0, changed] == start + 10)
