@@ -28,11 +28,11 @@ VERDICT_WAIT_S = 0.3
 class VerdictSocket(ssl.SSLSocket):
     """An ``SSLSocket`` whose handshake also waits briefly for the broker's verdict.
 
-    Under TLS 1.3 the broker checks the client certificate after the client considers the
-    handshake done; a refusal arrives as an alert on the next read, which paho may instead see
-    as a reset on its first write, with the cause lost. An MQTT broker never speaks before the
-    client's CONNECT, so reading here loses no data: it either times out (accepted) or raises
-    the alert from ``connect()``, where the publisher reports it.
+    Under TLS 1.3 the broker checks the client certificate (or that there is one) after the
+    client considers the handshake done; a refusal arrives as an alert on the next read, which
+    paho may instead see as a reset on its first write, with the cause lost. An MQTT broker
+    never speaks before the client's CONNECT, so reading here loses no data: it either times out
+    (accepted) or raises the alert from ``connect()``, where the publisher reports it.
     """
 
     def do_handshake(self, block: bool = False) -> None:
@@ -79,6 +79,8 @@ def make_context(tls: TlsConfig, names: SettingNames) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as error:
         raise UserError(f"{names.ca_file}: cannot load {tls.ca_file}: {_reason(error)}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Also without a certificate of ours: a broker that requires one says so just as late.
+    context.sslsocket_class = VerdictSocket
     if tls.cert_file is not None and tls.key_file is not None:
         try:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
@@ -87,7 +89,6 @@ def make_context(tls: TlsConfig, names: SettingNames) -> ssl.SSLContext:
                 f"{names.cert_and_key}: cannot load {tls.cert_file} with {tls.key_file}: "
                 f"{_reason(error)}"
             ) from None
-        context.sslsocket_class = VerdictSocket
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -101,13 +102,18 @@ def _reason(error: BaseException) -> str:
 
 
 #: OpenSSL alert texts meaning the broker did not accept our client certificate.
-_CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert certificate required",
-                         "alert certificate expired", "alert certificate unknown")
+_CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert certificate expired",
+                         "alert certificate unknown")
+#: ... and the one meaning that we sent none, to a broker that requires one.
+_CLIENT_CERT_REQUIRED = "alert certificate required"
 
 
 def client_cert_rejection(text: str, names: SettingNames) -> str | None:
     """The broker's TLS alert in ``text`` that means it did not accept our certificate, explained."""
-    if not any(alert in text.lower() for alert in _CLIENT_CERT_REJECTED):
+    lowered = text.lower()
+    if _CLIENT_CERT_REQUIRED in lowered:
+        return f"TLS: the broker requires a client certificate ({names.cert_and_key}): {text}"
+    if not any(alert in lowered for alert in _CLIENT_CERT_REJECTED):
         return None
     return (f"TLS: the broker rejected {names.certificate_owner} client certificate ({names.cert_file}: "
             f"expired, or from another CA?): {text}")
