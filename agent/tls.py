@@ -128,7 +128,7 @@ def describe_tls_error(error: ssl.SSLError, names: SettingNames) -> str:
         elif "Hostname mismatch" in message or "IP address mismatch" in message:
             hint = f"the broker's certificate is not for this name (check {names.host})"
         elif "issuer" in message or "self-signed" in message or "self signed" in message:
-            hint = f"the broker's certificate is not signed by a CA in {names.ca_file}"
+            hint = f"the broker's certificate is not signed by a CA in {names.ca_file} (without it: the system's)"
         else:
             hint = "the broker's certificate is not trusted"
         return f"TLS: {hint} ({message})"
