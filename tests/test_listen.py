@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
 from agent.listen import SeqTracker
+from tests.conftest import event_message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,13 +29,6 @@ def test_seq_tracker_finds_gaps_duplicates_and_late_arrivals() -> None:
     assert tracker.see("a", 8) == "duplicate: seq 8 seen before"
     assert tracker.see("b", 1) is None  # devices are counted apart
     assert (tracker.gaps, tracker.duplicates) == (1, 1)
-
-
-def event(seq: int, kind: str = "start") -> bytes:
-    return json.dumps({
-        "type": kind, "id": f"{seq:032x}", "seq": seq, "device": "box", "camera": "cam", "score": 7.5,
-        "peak_score": 7.5, "region": [0, 0, 10, 10], "snapshot": {"bytes": 4},
-    }).encode()
 
 
 def test_listen_prints_events_saves_snapshots_and_reports_loss(broker: LocalBroker, tmp_path: Path) -> None:
@@ -58,7 +51,7 @@ def test_listen_prints_events_saves_snapshots_and_reports_loss(broker: LocalBrok
         props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
         publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props).wait_for_publish(5)
         for seq in (1, 2, 4, 4):
-            publisher.publish("edge/box/cam/event", event(seq), qos=1).wait_for_publish(5)
+            publisher.publish("edge/box/cam/event", event_message(seq, "box"), qos=1).wait_for_publish(5)
         out, err = listen.communicate(timeout=30)
     finally:
         publisher.publish("edge/box/status", b"", qos=1, retain=True).wait_for_publish(5)
