@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,28 @@ def event_message(seq: int, device: str) -> bytes:
         "type": "start", "id": f"{seq:032x}", "seq": seq, "device": device, "camera": "cam", "score": 7.5,
         "peak_score": 7.5, "region": [0, 0, 10, 10], "snapshot": {"bytes": 4},
     }).encode()
+
+
+@contextmanager
+def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[subprocess.Popen[str]]:
+    """``edge-agent listen OPTIONS`` in a process of its own, subscribed by the time this yields.
+
+    ``publisher`` first publishes ``device``'s ``status`` retained, so listen prints it as soon as
+    it has subscribed: then nothing published after is missed. The status is cleared at the end.
+    """
+    publisher.publish(f"edge/{device}/status", b"online", qos=1, retain=True).wait_for_publish(5)
+    listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert listen.stdout is not None
+        first = listen.stdout.readline()
+        assert device in first and "status online" in first, first + (listen.stderr.read() if listen.stderr else "")
+        yield listen
+    finally:
+        publisher.publish(f"edge/{device}/status", b"", qos=1, retain=True).wait_for_publish(5)
+        if listen.poll() is None:
+            listen.kill()
+            listen.wait()
 
 
 class Subscriber:
