@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
+from agent.broker_options import add_broker_options, broker_config
 from agent.errors import UserError
 from agent.malloc import tune_malloc
 
@@ -116,15 +117,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_listen(args: argparse.Namespace) -> int:
     from agent.listen import Listener
 
+    setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
     listener = Listener(
-        args.host, args.port, base=args.base, device=args.device,
+        broker_config(args), base=args.base, device=args.device,
         snapshot_dir=Path(args.snapshots) if args.snapshots else None,
         out=sys.stdout, as_json=args.json,
     )
-    try:
-        listener.connect()
-    except OSError as error:
-        raise UserError(f"cannot connect to the MQTT broker at {args.host}:{args.port}: {error}") from None
+    listener.connect()
     events_wanted = args.count
     listener.run(
         duration=args.timeout,
@@ -141,6 +140,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from agent.operator import OperatorClient, diff, local_patch_form
 
+    setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
     local = local_patch_form(Path(args.file)) if args.action == "diff" else None
     patch = None
     if args.action == "set":
@@ -150,7 +150,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             raise UserError(f"PATCH is not JSON: {error}") from None
         if not isinstance(patch, dict):
             raise UserError("PATCH must be a JSON object, e.g. '{\"log_level\": \"DEBUG\"}'")
-    client = OperatorClient(args.host, args.port, args.base, args.device, args.timeout)
+    client = OperatorClient(broker_config(args), args.base, args.device, args.timeout)
     try:
         if args.action == "set":
             assert patch is not None
@@ -340,8 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")
-    listen.add_argument("--host", default="127.0.0.1")
-    listen.add_argument("--port", type=int, default=1883)
+    add_broker_options(listen)
     listen.add_argument("--base", default="edge", help="base topic (default: edge)")
     listen.add_argument("--device", default="+", help="device id, or + for the whole fleet (default)")
     listen.add_argument("--snapshots", metavar="DIR", help="save snapshots as DIR/DEVICE/CAMERA/EVENT_ID.jpg")
@@ -357,8 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--file", default="config.yaml", help="diff: the local config file (default config.yaml)")
     config.add_argument("--expected-version", type=int, help="set: fail if the device is not at this version")
     config.add_argument("--sign-key", metavar="PEM", help="set: sign the request with this Ed25519 private key")
-    config.add_argument("--host", default="127.0.0.1")
-    config.add_argument("--port", type=int, default=1883)
+    add_broker_options(config)
     config.add_argument("--base", default="edge", help="base topic (default: edge)")
     config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device")
     config.set_defaults(func=cmd_config)

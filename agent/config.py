@@ -29,11 +29,10 @@ from agent.errors import ConfigError
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 PositiveFloat = Annotated[float, Field(gt=0)]
 
+USERNAME_ENV = "EDGE_AGENT_MQTT_USERNAME"
+PASSWORD_ENV = "EDGE_AGENT_MQTT_PASSWORD"
 #: Environment variables that override secrets, so they need not sit in the YAML file.
-SECRET_ENV = {
-    "EDGE_AGENT_MQTT_USERNAME": ("mqtt", "username"),
-    "EDGE_AGENT_MQTT_PASSWORD": ("mqtt", "password"),
-}
+SECRET_ENV = {USERNAME_ENV: ("mqtt", "username"), PASSWORD_ENV: ("mqtt", "password")}
 
 
 class Strict(BaseModel):
@@ -517,6 +516,11 @@ def _read_password_file(config: AgentConfig, where: str) -> None:
     if file is None or config.mqtt.password is not None:
         return
     try:
-        config.mqtt.password = SecretStr(file.read_text(encoding="utf-8").strip())
+        config.mqtt.password = read_password_file(file)
     except OSError as error:
         raise ConfigError(where, [f"mqtt.password_file: cannot read {file}: {error.strerror}"]) from None
+
+
+def read_password_file(file: Path) -> SecretStr:
+    """The password in ``file``; the whitespace around it (a final newline) is not part of it."""
+    return SecretStr(file.read_text(encoding="utf-8").strip())

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from agent.broker import LocalBroker
+from agent.config import MqttConfig
 from agent.listen import Listener
 
 DEVICE = "demo-box"
@@ -51,7 +52,8 @@ def run_demo(duration: float, out_dir: Path) -> int:
         print(f"mosquitto {broker.host}:{broker.port} started (pid {broker.process.pid if broker.process else '?'})")
         config_file = out_dir / "demo-config.yaml"
         config_file.write_text(yaml.safe_dump(demo_config(broker.port, out_dir / "state"), sort_keys=False))
-        listener = Listener(broker.host, broker.port, device=DEVICE, snapshot_dir=snapshots, out=sys.stdout)
+        listener = Listener(MqttConfig(host=broker.host, port=broker.port), device=DEVICE, snapshot_dir=snapshots,
+                            out=sys.stdout)
         listener.connect()
         listener.run(until=listener.subscribed.is_set, duration=5)
         log_file = out_dir / "agent.log"

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.config import MqttConfig
+from agent.connection import command_client, connect_or_fail
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,7 @@ class ListenResult:
 class Listener:
     def __init__(
         self,
-        host: str,
-        port: int,
+        broker: MqttConfig,
         *,
         base: str = "edge",
         device: str = "+",
@@ -79,14 +80,14 @@ class Listener:
         as_json: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.host, self.port, self.base, self.device = host, port, base, device
+        self.broker, self.base, self.device = broker, base, device
         self.snapshot_dir = snapshot_dir
         self.out = out
         self.as_json = as_json
         self.on_event = on_event
         self.result = ListenResult()
         self.subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self._client = command_client(broker)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *args: self.subscribed.set()
@@ -162,7 +163,8 @@ class Listener:
             self._print(f"{_now()}  {device + '/' + camera:<24} snapshot saved {path} ({len(message.payload)} B)")
 
     def connect(self) -> None:
-        self._client.connect(self.host, self.port, keepalive=30)
+        """Connect and subscribe; :class:`UserError` if the broker cannot be reached or refuses."""
+        connect_or_fail(self._client, self.broker)
 
     def run(self, *, duration: float | None = None, until: Callable[[], bool] | None = None) -> ListenResult:
         """Process messages until ``duration`` passes or ``until()`` is true (or Ctrl-C)."""

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import read_config_data
+from agent.config import MqttConfig, read_config_data
+from agent.connection import command_client, connect_or_fail
 from agent.errors import UserError
 from agent.remote_config import REDACTED, to_patch_form
 from agent.signing import sign
@@ -22,17 +22,14 @@ from agent.topics import Topics
 
 
 class OperatorClient:
-    def __init__(self, host: str, port: int, base: str, device: str, timeout: float) -> None:
+    def __init__(self, broker: MqttConfig, base: str, device: str, timeout: float) -> None:
         self.topics = Topics(base, device)
         self.timeout = timeout
         self._received: dict[str, mqtt.MQTTMessage] = {}
         self._event = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self._client = command_client(broker)
         self._client.on_message = self._on_message
-        try:
-            self._client.connect(host, port)
-        except OSError as error:
-            raise UserError(f"cannot connect to the MQTT broker at {host}:{port}: {error}") from None
+        connect_or_fail(self._client, broker)
         self._client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -32,10 +30,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttConfig
+from agent.connection import authenticate, describe_connect_error, describe_refusal
+from agent.errors import CONFIG_NAMES
 from agent.messages import Message
 from agent.outbox import Entry, Outbox
-from agent.tls import configure as configure_tls
-from agent.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +51,6 @@ class PublisherStats:
     connects: int = 0
     replayed: int = 0
     connect_failures: int = 0
-
-
-def describe_connect_error(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLError):
-        return describe_tls_error(error)
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused (is the broker running on that port?)"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host name ({error.strerror})"
-    if isinstance(error, TimeoutError | socket.timeout):
-        return "connection timed out"
-    return f"{type(error).__name__}: {error}"
 
 
 class MqttPublisher(threading.Thread):
@@ -173,11 +159,7 @@ class MqttPublisher(threading.Thread):
         client.connect_timeout = self.config.connect_timeout_s
         client.max_inflight_messages_set(self.config.max_inflight)
         client.will_set(self.will_topic, b"offline", qos=1, retain=True)
-        if self.config.username is not None:
-            password = self.config.password.get_secret_value() if self.config.password else None
-            client.username_pw_set(self.config.username, password)
-        if self.config.tls is not None:
-            configure_tls(client, self.config.tls)
+        authenticate(client, self.config, CONFIG_NAMES)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -234,7 +216,8 @@ class MqttPublisher(threading.Thread):
                 clean_start=False, properties=props,
             )
         except (OSError, ValueError) as error:
-            self._schedule_retry(f"MQTT broker {where} unreachable: {describe_connect_error(error)}")
+            cause = describe_connect_error(error, CONFIG_NAMES)
+            self._schedule_retry(f"MQTT broker {where} unreachable: {cause}")
             return
         self._socket_open = True
 
@@ -260,8 +243,8 @@ class MqttPublisher(threading.Thread):
         where = f"{self.config.host}:{self.config.port}"
         if reason.is_failure:
             self._socket_open = False
-            hint = " (check mqtt.username and the password)" if reason.value in (0x86, 0x87, 0x04, 0x05) else ""
-            self._schedule_retry(f"MQTT broker {where} refused the connection: {reason}{hint}")
+            cause = describe_refusal(reason, CONFIG_NAMES)
+            self._schedule_retry(f"MQTT broker {where} refused the connection: {cause}")
             return
         self._connected = True
         self._backoff = 1.0

@@ -3,6 +3,9 @@
 TLS 1.2 is the floor. The broker's certificate is verified against ``ca_file`` (or the system's
 CAs) and its name against ``mqtt.host``; turning that off takes ``insecure_skip_verify: true``,
 which is logged as an error at every start so it is not forgotten on a production box.
+
+The daemon and the operator commands (``listen``, ``config``) share all of it; ``names`` makes
+each message name the setting as its reader set it: a config key or a command's option.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent.config import TlsConfig
-from agent.errors import UserError
+from agent.errors import SettingNames, UserError
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +28,11 @@ VERDICT_WAIT_S = 0.3
 class VerdictSocket(ssl.SSLSocket):
     """An ``SSLSocket`` whose handshake also waits briefly for the broker's verdict.
 
-    Under TLS 1.3 the broker checks the client certificate after the client considers the
-    handshake done; a refusal arrives as an alert on the next read, which paho may instead see
-    as a reset on its first write, with the cause lost. An MQTT broker never speaks before the
-    client's CONNECT, so reading here loses no data: it either times out (accepted) or raises
-    the alert from ``connect()``, where the publisher reports it.
+    Under TLS 1.3 the broker checks the client certificate (or that there is one) after the
+    client considers the handshake done; a refusal arrives as an alert on the next read, which
+    paho may instead see as a reset on its first write, with the cause lost. An MQTT broker
+    never speaks before the client's CONNECT, so reading here loses no data: it either times out
+    (accepted) or raises the alert from ``connect()``, where the publisher reports it.
     """
 
     def do_handshake(self, block: bool = False) -> None:
@@ -50,46 +53,47 @@ class VerdictSocket(ssl.SSLSocket):
         )
 
 
-def configure(client: mqtt.Client, tls: TlsConfig) -> None:
+def configure(client: mqtt.Client, tls: TlsConfig, names: SettingNames) -> None:
     """Make ``client`` speak TLS as ``tls`` says, and report why the broker drops the handshake.
 
     A refusal of our certificate that comes later than :data:`VERDICT_WAIT_S` (a slow link)
     reaches paho on a read, which only logs it and reports "connection lost"; the ``on_log``
     hook turns that log line into a warning that names the cause.
     """
-    client.tls_set_context(make_context(tls))
+    client.tls_set_context(make_context(tls, names))
     client.tls_insecure_set(tls.insecure_skip_verify)
-    client.on_log = _log_handshake_alert
+
+    def log_handshake_alert(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and (cause := client_cert_rejection(text, names)):
+            log.warning("%s", cause)
+
+    client.on_log = log_handshake_alert
 
 
-def _log_handshake_alert(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
-    if level == mqtt.MQTT_LOG_ERR and (cause := client_cert_rejection(text)):
-        log.warning("%s", cause)
-
-
-def make_context(tls: TlsConfig) -> ssl.SSLContext:
+def make_context(tls: TlsConfig, names: SettingNames) -> ssl.SSLContext:
     """The client context; raises :class:`UserError` naming the file that cannot be used."""
     try:
         context = ssl.create_default_context(
             ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
         )
     except (OSError, ssl.SSLError) as error:
-        raise UserError(f"mqtt.tls.ca_file: cannot load {tls.ca_file}: {_reason(error)}") from None
+        raise UserError(f"{names.ca_file}: cannot load {tls.ca_file}: {_reason(error)}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Also without a certificate of ours: a broker that requires one says so just as late.
+    context.sslsocket_class = VerdictSocket
     if tls.cert_file is not None and tls.key_file is not None:
         try:
             context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
         except (OSError, ssl.SSLError) as error:
             raise UserError(
-                f"mqtt.tls.cert_file/key_file: cannot load {tls.cert_file} with {tls.key_file}: "
+                f"{names.cert_and_key}: cannot load {tls.cert_file} with {tls.key_file}: "
                 f"{_reason(error)}"
             ) from None
-        context.sslsocket_class = VerdictSocket
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        log.error("mqtt.tls.insecure_skip_verify is true: the broker's certificate is NOT verified; "
-                  "anyone on the path can impersonate it. Never use this in production.")
+        log.error("%s: the broker's certificate is NOT verified; anyone on the path can impersonate it. "
+                  "Never use this in production.", names.skip_verify_on)
     return context
 
 
@@ -98,29 +102,34 @@ def _reason(error: BaseException) -> str:
 
 
 #: OpenSSL alert texts meaning the broker did not accept our client certificate.
-_CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert certificate required",
-                         "alert certificate expired", "alert certificate unknown")
+_CLIENT_CERT_REJECTED = ("alert unknown ca", "alert bad certificate", "alert certificate expired",
+                         "alert certificate unknown")
+#: ... and the one meaning that we sent none, to a broker that requires one.
+_CLIENT_CERT_REQUIRED = "alert certificate required"
 
 
-def client_cert_rejection(text: str) -> str | None:
+def client_cert_rejection(text: str, names: SettingNames) -> str | None:
     """The broker's TLS alert in ``text`` that means it did not accept our certificate, explained."""
-    if not any(alert in text.lower() for alert in _CLIENT_CERT_REJECTED):
+    lowered = text.lower()
+    if _CLIENT_CERT_REQUIRED in lowered:
+        return f"TLS: the broker requires a client certificate ({names.cert_and_key}): {text}"
+    if not any(alert in lowered for alert in _CLIENT_CERT_REJECTED):
         return None
-    return f"TLS: the broker rejected this device's client certificate (mqtt.tls.cert_file: expired, or " \
-           f"from another CA?): {text}"
+    return (f"TLS: the broker rejected {names.certificate_owner} client certificate ({names.cert_file}: "
+            f"expired, or from another CA?): {text}")
 
 
-def describe_tls_error(error: ssl.SSLError) -> str:
+def describe_tls_error(error: ssl.SSLError, names: SettingNames) -> str:
     """What went wrong in the handshake, and which setting to look at."""
     if isinstance(error, ssl.SSLCertVerificationError):
         message = error.verify_message or str(error)
         if "expired" in message:
             hint = "the broker's certificate has expired"
         elif "Hostname mismatch" in message or "IP address mismatch" in message:
-            hint = "the broker's certificate is not for this name (check mqtt.host)"
+            hint = f"the broker's certificate is not for this name (check {names.host})"
         elif "issuer" in message or "self-signed" in message or "self signed" in message:
-            hint = "the broker's certificate is not signed by a CA in mqtt.tls.ca_file"
+            hint = f"the broker's certificate is not signed by a CA in {names.ca_file} (without it: the system's)"
         else:
             hint = "the broker's certificate is not trusted"
         return f"TLS: {hint} ({message})"
-    return client_cert_rejection(str(error)) or f"TLS: {error.reason or error}"
+    return client_cert_rejection(str(error), names) or f"TLS: {error.reason or error}"

@@ -1,16 +1,20 @@
-"""Shared fixtures: a real mosquitto per test module, agent processes stopped by PID, test videos."""
+"""Shared fixtures: a real mosquitto per test module, agent processes stopped by PID, test videos,
+certificates and TLS brokers set up as deploy/mosquitto/ says."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,71 @@ from agent.config import SyntheticConfig
 from agent.sources.synthetic import SyntheticScene, write_video
 
 REPO = Path(__file__).resolve().parent.parent
+MAKE_CERTS = REPO / "deploy" / "mosquitto" / "make-certs.sh"
+ACL = REPO / "deploy" / "mosquitto" / "edge-agent.acl"
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[LocalBroker]:
     with LocalBroker() as running:
         yield running
+
+
+def make_certs(directory: Path, *args: str) -> None:
+    subprocess.run(["bash", str(MAKE_CERTS), str(directory), *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ca``: the fleet's CA with the broker (127.0.0.1) and devices; ``other``: an unrelated CA
+    with its own device and broker; ``wrong``: a broker certificate of the fleet's CA for another name.
+
+    Made once for the session: no test writes to it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    root = tmp_path_factory.mktemp("pki")
+    make_certs(root / "ca", "ca")
+    make_certs(root / "ca", "server", "127.0.0.1", "localhost")
+    for device in ("dev-a", "dev-b", "homeassistant", "operator"):
+        make_certs(root / "ca", "device", device)
+    make_certs(root / "ca", "device", "expired", "--days", "-1")
+    make_certs(root / "other", "ca")
+    make_certs(root / "other", "server", "127.0.0.1")
+    make_certs(root / "other", "device", "dev-a")
+    (root / "wrong").mkdir()
+    for name in ("ca.crt", "ca.key"):
+        shutil.copy(root / "ca" / name, root / "wrong" / name)
+    make_certs(root / "wrong", "server", "broker.example.org")
+    return root
+
+
+def tls_broker(pki: Path, server_dir: str) -> LocalBroker:
+    """A broker with deploy/mosquitto/'s security settings and ``server_dir``'s certificate."""
+    server = pki / server_dir
+    return LocalBroker(extra_config=[
+        f"cafile {pki / 'ca' / 'ca.crt'}",
+        f"certfile {server / 'server.crt'}",
+        f"keyfile {server / 'server.key'}",
+        "tls_version tlsv1.2",
+        "require_certificate true",
+        "use_identity_as_username true",
+        f"acl_file {ACL}",
+    ])
+
+
+def client_context(pki: Path, name: str, ca_dir: str = "ca") -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki / "ca" / "ca.crt"))
+    context.load_cert_chain(pki / ca_dir / f"{name}.crt", pki / ca_dir / f"{name}.key")
+    return context
+
+
+def tls_client(broker: LocalBroker, pki: Path, name: str) -> mqtt.Client:
+    """A paho client with certificate ``name`` of the fleet's CA, connected, its loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.tls_set_context(client_context(pki, name))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -41,6 +104,36 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def event_message(seq: int, device: str) -> bytes:
+    """The JSON of a ``start`` event as a device publishes it on ``{camera}/event`` (camera ``cam``)."""
+    return json.dumps({
+        "type": "start", "id": f"{seq:032x}", "seq": seq, "device": device, "camera": "cam", "score": 7.5,
+        "peak_score": 7.5, "region": [0, 0, 10, 10], "snapshot": {"bytes": 4},
+    }).encode()
+
+
+@contextmanager
+def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[subprocess.Popen[str]]:
+    """``edge-agent listen OPTIONS`` in a process of its own, subscribed by the time this yields.
+
+    ``publisher`` first publishes ``device``'s ``status`` retained, so listen prints it as soon as
+    it has subscribed: then nothing published after is missed. The status is cleared at the end.
+    """
+    publisher.publish(f"edge/{device}/status", b"online", qos=1, retain=True).wait_for_publish(5)
+    listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert listen.stdout is not None
+        first = listen.stdout.readline()
+        assert device in first and "status online" in first, first + (listen.stderr.read() if listen.stderr else "")
+        yield listen
+    finally:
+        publisher.publish(f"edge/{device}/status", b"", qos=1, retain=True).wait_for_publish(5)
+        if listen.poll() is None:
+            listen.kill()
+            listen.wait()
 
 
 class Subscriber:

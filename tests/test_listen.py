@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
 from agent.listen import SeqTracker
+from tests.conftest import event_message, listening
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,41 +31,24 @@ def test_seq_tracker_finds_gaps_duplicates_and_late_arrivals() -> None:
     assert (tracker.gaps, tracker.duplicates) == (1, 1)
 
 
-def event(seq: int, kind: str = "start") -> bytes:
-    return json.dumps({
-        "type": kind, "id": f"{seq:032x}", "seq": seq, "device": "box", "camera": "cam", "score": 7.5,
-        "peak_score": 7.5, "region": [0, 0, 10, 10], "snapshot": {"bytes": 4},
-    }).encode()
-
-
 def test_listen_prints_events_saves_snapshots_and_reports_loss(broker: LocalBroker, tmp_path: Path) -> None:
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     publisher.connect(broker.host, broker.port)
     publisher.loop_start()
-    # Retained, so listen prints it as soon as it has subscribed: then nothing after is missed.
-    publisher.publish("edge/box/status", b"online", qos=1, retain=True).wait_for_publish(5)
-    listen = subprocess.Popen(
-        [sys.executable, "-m", "agent", "listen", "--port", str(broker.port), "--snapshots", str(tmp_path),
-         "--count", "4", "--timeout", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )
     try:
-        assert listen.stdout is not None
-        first = listen.stdout.readline()
-        assert "box" in first and "status online" in first
-        publisher.publish("edge/box/cam/event", b"{not json", qos=1).wait_for_publish(5)
-        props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
-        publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props).wait_for_publish(5)
-        for seq in (1, 2, 4, 4):
-            publisher.publish("edge/box/cam/event", event(seq), qos=1).wait_for_publish(5)
-        out, err = listen.communicate(timeout=30)
+        with listening(publisher, "box", "--port", str(broker.port), "--snapshots", str(tmp_path),
+                       "--count", "4", "--timeout", "20") as listen:
+            publisher.publish("edge/box/cam/event", b"{not json", qos=1).wait_for_publish(5)
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
+            snapshot = publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props)
+            snapshot.wait_for_publish(5)
+            for seq in (1, 2, 4, 4):
+                publisher.publish("edge/box/cam/event", event_message(seq, "box"), qos=1).wait_for_publish(5)
+            out, err = listen.communicate(timeout=30)
     finally:
-        publisher.publish("edge/box/status", b"", qos=1, retain=True).wait_for_publish(5)
         publisher.loop_stop()
         publisher.disconnect()
-        if listen.poll() is None:
-            listen.kill()
     assert listen.returncode == 0, err
     assert "malformed message on edge/box/cam/event" in out
     assert out.count(" START ") == 4

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import ssl
 import subprocess
 import threading
 import time
@@ -25,36 +24,9 @@ from agent.config import MqttConfig, TlsConfig
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher
-
-REPO = Path(__file__).resolve().parent.parent
-MAKE_CERTS = REPO / "deploy" / "mosquitto" / "make-certs.sh"
-ACL = REPO / "deploy" / "mosquitto" / "edge-agent.acl"
+from tests.conftest import MAKE_CERTS, client_context, tls_broker, tls_client
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
-
-
-def make_certs(directory: Path, *args: str) -> None:
-    subprocess.run(["bash", str(MAKE_CERTS), str(directory), *args], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``ca``: the fleet's CA with the broker (127.0.0.1) and devices; ``other``: an unrelated CA
-    with its own device and broker; ``wrong``: a broker certificate of the fleet's CA for another name."""
-    root = tmp_path_factory.mktemp("pki")
-    make_certs(root / "ca", "ca")
-    make_certs(root / "ca", "server", "127.0.0.1", "localhost")
-    for device in ("dev-a", "dev-b", "homeassistant", "operator"):
-        make_certs(root / "ca", "device", device)
-    make_certs(root / "ca", "device", "expired", "--days", "-1")
-    make_certs(root / "other", "ca")
-    make_certs(root / "other", "server", "127.0.0.1")
-    make_certs(root / "other", "device", "dev-a")
-    (root / "wrong").mkdir()
-    for name in ("ca.crt", "ca.key"):
-        shutil.copy(root / "ca" / name, root / "wrong" / name)
-    make_certs(root / "wrong", "server", "broker.example.org")
-    return root
 
 
 def test_make_certs_signs_only_with_the_ca_in_its_dir(tmp_path: Path) -> None:
@@ -65,29 +37,10 @@ def test_make_certs_signs_only_with_the_ca_in_its_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "certs").exists()
 
 
-def tls_broker(pki: Path, server_dir: str) -> LocalBroker:
-    server = pki / server_dir
-    return LocalBroker(extra_config=[
-        f"cafile {pki / 'ca' / 'ca.crt'}",
-        f"certfile {server / 'server.crt'}",
-        f"keyfile {server / 'server.key'}",
-        "tls_version tlsv1.2",
-        "require_certificate true",
-        "use_identity_as_username true",
-        f"acl_file {ACL}",
-    ])
-
-
 @pytest.fixture(scope="module")
 def broker(pki: Path) -> Iterator[LocalBroker]:
     with tls_broker(pki, "ca") as running:
         yield running
-
-
-def client_context(pki: Path, name: str, ca_dir: str = "ca") -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(pki / "ca" / "ca.crt"))
-    context.load_cert_chain(pki / ca_dir / f"{name}.crt", pki / ca_dir / f"{name}.key")
-    return context
 
 
 class Observer:
@@ -199,14 +152,6 @@ def test_connection_is_refused_with_the_cause_named_and_retried_with_backoff(
 
 def delays(log: str) -> list[float]:
     return [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log)]
-
-
-def tls_client(broker: LocalBroker, pki: Path, name: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    client.tls_set_context(client_context(pki, name))
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    return client
 
 
 def test_acl_keeps_a_device_to_its_own_topics(broker: LocalBroker, pki: Path, observer: Observer) -> None:
