@@ -114,8 +114,11 @@ class Listener:
             elif parts[-1] == "status":
                 who = "/".join(parts[1:-1])
                 state = message.payload.decode(errors="replace")
+                # Status is retained and idempotent: a device may publish it again (its birth
+                # messages repeat what it queued while connecting); print changes only.
+                changed = self.result.statuses.get(who) != state
                 self.result.statuses[who] = state
-                if not self.as_json:
+                if changed and not self.as_json:
                     self._print(f"{_now()}  {who:<24} status {state}")
         except (ValueError, KeyError, TypeError) as error:
             self._print(f"{_now()}  malformed message on {message.topic}: {error}")

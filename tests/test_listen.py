@@ -68,3 +68,21 @@ def test_listen_reports_an_unreachable_broker_without_a_traceback() -> None:
     assert result.returncode == 2
     assert "cannot connect to the MQTT broker at 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_listen_prints_a_device_status_when_it_changes_not_when_it_is_repeated(broker: LocalBroker) -> None:
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    try:
+        with listening(publisher, "box", "--port", str(broker.port), "--count", "1", "--timeout", "20") as listen:
+            for state in (b"online", b"online", b"offline", b"online"):
+                publisher.publish("edge/box/cam/status", state, qos=1).wait_for_publish(5)
+            publisher.publish("edge/box/cam/event", event_message(1, "box"), qos=1).wait_for_publish(5)
+            out, err = listen.communicate(timeout=30)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+    assert listen.returncode == 0, err
+    statuses = [line.split()[-1] for line in out.splitlines() if " box/cam " in line and " status " in line]
+    assert statuses == ["online", "offline", "online"]
