@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -31,24 +33,30 @@ def test_seq_tracker_finds_gaps_duplicates_and_late_arrivals() -> None:
     assert (tracker.gaps, tracker.duplicates) == (1, 1)
 
 
-def test_listen_prints_events_saves_snapshots_and_reports_loss(broker: LocalBroker, tmp_path: Path) -> None:
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    publisher.connect(broker.host, broker.port)
-    publisher.loop_start()
-    try:
-        with listening(publisher, "box", "--port", str(broker.port), "--snapshots", str(tmp_path),
-                       "--count", "4", "--timeout", "20") as listen:
-            publisher.publish("edge/box/cam/event", b"{not json", qos=1).wait_for_publish(5)
-            props = Properties(PacketTypes.PUBLISH)
-            props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
-            snapshot = publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props)
-            snapshot.wait_for_publish(5)
-            for seq in (1, 2, 4, 4):
-                publisher.publish("edge/box/cam/event", event_message(seq, "box"), qos=1).wait_for_publish(5)
-            out, err = listen.communicate(timeout=30)
-    finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+@pytest.fixture
+def publisher(broker: LocalBroker) -> Iterator[mqtt.Client]:
+    """A plain client of ``broker``, its network loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    yield client
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_listen_prints_events_saves_snapshots_and_reports_loss(
+    broker: LocalBroker, publisher: mqtt.Client, tmp_path: Path,
+) -> None:
+    with listening(publisher, "box", "--port", str(broker.port), "--snapshots", str(tmp_path),
+                   "--count", "4", "--timeout", "20") as listen:
+        publisher.publish("edge/box/cam/event", b"{not json", qos=1).wait_for_publish(5)
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("event_id", "e1"), ("content_type", "image/jpeg")]
+        snapshot = publisher.publish("edge/box/cam/snapshot", b"\xff\xd8\xff\xd9", qos=1, properties=props)
+        snapshot.wait_for_publish(5)
+        for seq in (1, 2, 4, 4):
+            publisher.publish("edge/box/cam/event", event_message(seq, "box"), qos=1).wait_for_publish(5)
+        out, err = listen.communicate(timeout=30)
     assert listen.returncode == 0, err
     assert "malformed message on edge/box/cam/event" in out
     assert out.count(" START ") == 4
@@ -70,19 +78,14 @@ def test_listen_reports_an_unreachable_broker_without_a_traceback() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_listen_prints_a_device_status_when_it_changes_not_when_it_is_repeated(broker: LocalBroker) -> None:
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    publisher.connect(broker.host, broker.port)
-    publisher.loop_start()
-    try:
-        with listening(publisher, "box", "--port", str(broker.port), "--count", "1", "--timeout", "20") as listen:
-            for state in (b"online", b"online", b"offline", b"online"):
-                publisher.publish("edge/box/cam/status", state, qos=1).wait_for_publish(5)
-            publisher.publish("edge/box/cam/event", event_message(1, "box"), qos=1).wait_for_publish(5)
-            out, err = listen.communicate(timeout=30)
-    finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+def test_listen_prints_a_device_status_when_it_changes_not_when_it_is_repeated(
+    broker: LocalBroker, publisher: mqtt.Client,
+) -> None:
+    with listening(publisher, "box", "--port", str(broker.port), "--count", "1", "--timeout", "20") as listen:
+        for state in (b"online", b"online", b"offline", b"online"):
+            publisher.publish("edge/box/cam/status", state, qos=1).wait_for_publish(5)
+        publisher.publish("edge/box/cam/event", event_message(1, "box"), qos=1).wait_for_publish(5)
+        out, err = listen.communicate(timeout=30)
     assert listen.returncode == 0, err
     statuses = [line.split()[-1] for line in out.splitlines() if " box/cam " in line and " status " in line]
     assert statuses == ["online", "offline", "online"]
