@@ -31,6 +31,7 @@ OPTION_NAMES = SettingNames(
     host="--host", ca_file="--ca-file", cert_file="--cert", cert_and_key="--cert/--key",
     skip_verify_on="--insecure-skip-verify is given", certificate_owner="your",
     credentials="--username and the password from --password-file or EDGE_AGENT_MQTT_PASSWORD",
+    tls="--tls (or a TLS file option)",
 )
 
 

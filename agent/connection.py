@@ -37,8 +37,12 @@ def authenticate(client: mqtt.Client, config: MqttConfig, names: SettingNames) -
         configure_tls(client, config.tls, names)
 
 
-def describe_connect_error(error: BaseException, names: SettingNames) -> str:
-    """Why ``connect()`` raised ``error``: the socket or the TLS handshake."""
+def describe_connect_error(error: BaseException, names: SettingNames, tls: bool) -> str:
+    """Why ``connect()`` raised ``error``: the socket or the TLS handshake (``tls``: it was tried)."""
+    if tls and isinstance(error, ConnectionResetError | ssl.SSLEOFError):
+        # A broker port without TLS drops a TLS ClientHello without a word.
+        return (f"the broker closed the connection during the TLS handshake (is that port a TLS one? "
+                f"{names.tls} is set; TLS brokers usually listen on 8883)")
     if isinstance(error, ssl.SSLError):
         return describe_tls_error(error, names)
     if isinstance(error, ConnectionRefusedError):
@@ -92,7 +96,7 @@ def _open(client: mqtt.Client, config: MqttConfig, where: str) -> None:
     try:
         client.connect(config.host, config.port, keepalive=config.keepalive_s)
     except (OSError, ValueError) as error:
-        cause = describe_connect_error(error, OPTION_NAMES)
+        cause = describe_connect_error(error, OPTION_NAMES, config.tls is not None)
         raise UserError(f"cannot connect to the MQTT broker at {where}: {cause}") from None
 
 

@@ -38,6 +38,8 @@ class SettingNames:
     #: Whose client certificate the broker judges.
     certificate_owner: str = "this device's"
     credentials: str = "mqtt.username and the password"
+    #: What turned TLS on.
+    tls: str = "mqtt.tls"
 
 
 CONFIG_NAMES = SettingNames()

@@ -216,7 +216,7 @@ class MqttPublisher(threading.Thread):
                 clean_start=False, properties=props,
             )
         except (OSError, ValueError) as error:
-            cause = describe_connect_error(error, CONFIG_NAMES)
+            cause = describe_connect_error(error, CONFIG_NAMES, self.config.tls is not None)
             self._schedule_retry(f"MQTT broker {where} unreachable: {cause}")
             return
         self._socket_open = True

@@ -51,7 +51,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The error line a command ended with, after checking that it is all it printed there."""
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
+    return result.stderr.rstrip("\n")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,14 @@ def test_a_broker_certificate_that_the_ca_file_did_not_sign_is_refused_in_one_li
     assert one_line_error(result).startswith(
         f"error: cannot connect to the MQTT broker at 127.0.0.1:{fleet.port}: TLS: the broker's certificate "
         f"is not signed by a CA in --ca-file")
+
+
+def test_tls_to_a_port_without_tls_is_told_the_port_may_not_speak_it(broker: LocalBroker, pki: Path) -> None:
+    result = edge_agent("listen", "--timeout", "5", "--port", str(broker.port), *as_operator(pki))
+    assert one_line_error(result) == (
+        f"error: cannot connect to the MQTT broker at 127.0.0.1:{broker.port}: the broker closed the connection "
+        "during the TLS handshake (is that port a TLS one? --tls (or a TLS file option) is set; "
+        "TLS brokers usually listen on 8883)")
 
 
 REFUSALS = {
