@@ -9,7 +9,6 @@ apply or health check is rolled back to the last-known-good config before the an
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -107,20 +106,18 @@ class RemoteControl(threading.Thread):
     def command(self, payload: bytes) -> dict[str, Any]:
         request_id = None
         try:
-            body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise UserError("expected a JSON object")
+            body = decode_request(payload, self.agent.config.remote.max_payload_bytes)
             request_id = body.get("request_id")
             if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
                 raise UserError(problem)
             name, camera = body.get("command"), body.get("camera")
             if name not in COMMANDS:
                 raise UserError(f"command: must be one of {', '.join(COMMANDS)}")
-            if camera is not None and camera not in self.agent.cameras:
+            if camera is not None and (not isinstance(camera, str) or camera not in self.agent.cameras):
                 raise UserError(f"camera: no camera named {camera!r}")
             done = self.agent.run_command(name, camera)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return {"request_id": None, "status": "rejected", "errors": [f"(payload): not JSON: {error}"]}
+        except ConfigError as error:  # the payload itself: too large, not JSON, not an object
+            return {"request_id": None, "status": "rejected", "errors": error.problems}
         except UserError as error:
             return {"request_id": request_id, "status": "rejected", "errors": [str(error)]}
         log.info("command %s (%s) done for %s", name, request_id or "-", ", ".join(done) or "no camera")
