@@ -22,6 +22,7 @@ from agent.remote_config import ConfigStore, decode_request, redact, split_reque
 from agent.signing import load_public_key, verify
 
 if TYPE_CHECKING:
+    from agent.config import AgentConfig
     from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,33 @@ class RemoteControl(threading.Thread):
         except ConfigError as error:
             log.warning("config change %s rejected: %s", request_id or "-", "; ".join(error.problems))
             return self._answer(request_id, "rejected", error.problems)
+        previous = self.agent.config
         status, problems = self.agent.apply(new)
+        if status == "applied" and (problem := self._persist(patch, group)) is not None:
+            status, problems = "rolled_back", [problem]
+            self._undo(previous)
         if status != "applied":
             log.warning("config change %s %s: %s", request_id or "-", status, "; ".join(problems))
             return self._answer(request_id, status, problems)
-        self.agent.config_version = self.store.commit(patch, group)
         log.info("config change %s%s applied: version %d", request_id or "-",
                  f" (group {group})" if group else "", self.store.version)
         self.agent.publisher.publish(self.state_message())
         return self._answer(request_id, "applied", [])
+
+    def _persist(self, patch: dict[str, Any], group: str | None) -> str | None:
+        """Make an applied change durable; what went wrong, if it could not be (a full or
+        read-only disk): a change that a restart would silently undo must not stay applied."""
+        try:
+            self.agent.config_version = self.store.commit(patch, group)
+        except OSError as error:
+            return f"(persist): cannot save {self.store.path}: {error.strerror or error}"
+        return None
+
+    def _undo(self, previous: AgentConfig) -> None:
+        """Go back to ``previous``, the config that was running before a change not persisted."""
+        status, problems = self.agent.apply(previous)
+        if status != "applied":
+            log.error("config change not persisted, and going back failed (%s): %s", status, "; ".join(problems))
 
     def _check_signature(self, body: dict[str, Any]) -> None:
         if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:

@@ -215,6 +215,25 @@ def test_malformed_requests_and_commands_are_answered_not_dropped(
     assert agent.stop() == 0
 
 
+def test_a_change_that_cannot_be_persisted_is_rolled_back_and_says_so(
+    operator: Callable[[], tuple[Operator, AgentProcess]], tmp_path: Path,
+) -> None:
+    op, agent = operator()
+    assert agent.wait_for_log("MQTT connected", 20), agent.log  # the retained state may be an earlier agent's
+    blocker = tmp_path / "state" / ".remote-config.json.tmp"
+    blocker.mkdir()  # where the new file is written first: the write fails as on a read-only disk
+    answer = op.request("config", {"request_id": "p", "cameras": {"cam": {"detector": {"on_threshold": 9}}}})
+    assert answer["status"] == "rolled_back" and answer["version"] == 1
+    assert answer["errors"][0].startswith(f"(persist): cannot save {tmp_path / 'state' / 'remote-config.json'}")
+    assert agent.log.count("camera cam: detector changed in place") == 2  # applied, then undone
+    blocker.rmdir()
+    again = op.request("config", {"expected_version": 1, "cameras": {"cam": {"detector": {"cooldown_s": 2}}}})
+    assert again["status"] == "applied" and again["version"] == 2
+    assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
+    assert op.config_state()["config"]["cameras"]["cam"]["detector"]["on_threshold"] != 9
+    assert agent.stop() == 0
+
+
 def test_a_camera_that_cannot_start_is_rolled_back(
     operator: Callable[[], tuple[Operator, AgentProcess]], tmp_path: Path,
 ) -> None:
