@@ -9,7 +9,6 @@ apply or health check is rolled back to the last-known-good config before the an
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -23,6 +22,7 @@ from agent.remote_config import ConfigStore, decode_request, redact, split_reque
 from agent.signing import load_public_key, verify
 
 if TYPE_CHECKING:
+    from agent.config import AgentConfig
     from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,33 @@ class RemoteControl(threading.Thread):
         except ConfigError as error:
             log.warning("config change %s rejected: %s", request_id or "-", "; ".join(error.problems))
             return self._answer(request_id, "rejected", error.problems)
+        previous = self.agent.config
         status, problems = self.agent.apply(new)
+        if status == "applied" and (problem := self._persist(patch, group)) is not None:
+            status, problems = "rolled_back", [problem]
+            self._undo(previous)
         if status != "applied":
             log.warning("config change %s %s: %s", request_id or "-", status, "; ".join(problems))
             return self._answer(request_id, status, problems)
-        self.agent.config_version = self.store.commit(patch, group)
         log.info("config change %s%s applied: version %d", request_id or "-",
                  f" (group {group})" if group else "", self.store.version)
         self.agent.publisher.publish(self.state_message())
         return self._answer(request_id, "applied", [])
+
+    def _persist(self, patch: dict[str, Any], group: str | None) -> str | None:
+        """Make an applied change durable; what went wrong, if it could not be (a full or
+        read-only disk): a change that a restart would silently undo must not stay applied."""
+        try:
+            self.agent.config_version = self.store.commit(patch, group)
+        except OSError as error:
+            return f"(persist): cannot save {self.store.path}: {error.strerror or error}"
+        return None
+
+    def _undo(self, previous: AgentConfig) -> None:
+        """Go back to ``previous``, the config that was running before a change not persisted."""
+        status, problems = self.agent.apply(previous)
+        if status != "applied":
+            log.error("config change not persisted, and going back failed (%s): %s", status, "; ".join(problems))
 
     def _check_signature(self, body: dict[str, Any]) -> None:
         if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
@@ -107,20 +125,18 @@ class RemoteControl(threading.Thread):
     def command(self, payload: bytes) -> dict[str, Any]:
         request_id = None
         try:
-            body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise UserError("expected a JSON object")
+            body = decode_request(payload, self.agent.config.remote.max_payload_bytes)
             request_id = body.get("request_id")
             if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
                 raise UserError(problem)
             name, camera = body.get("command"), body.get("camera")
             if name not in COMMANDS:
                 raise UserError(f"command: must be one of {', '.join(COMMANDS)}")
-            if camera is not None and camera not in self.agent.cameras:
+            if camera is not None and (not isinstance(camera, str) or camera not in self.agent.cameras):
                 raise UserError(f"camera: no camera named {camera!r}")
             done = self.agent.run_command(name, camera)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return {"request_id": None, "status": "rejected", "errors": [f"(payload): not JSON: {error}"]}
+        except ConfigError as error:  # the payload itself: too large, not JSON, not an object
+            return {"request_id": None, "status": "rejected", "errors": error.problems}
         except UserError as error:
             return {"request_id": request_id, "status": "rejected", "errors": [str(error)]}
         log.info("command %s (%s) done for %s", name, request_id or "-", ", ".join(done) or "no camera")

@@ -24,6 +24,9 @@ from agent.config import AgentConfig, parse_config
 from agent.errors import ConfigError
 
 SECRET_KEYS = {"password"}
+#: Objects and arrays in a request nest at most this deep (a privacy mask, the deepest config key,
+#: is at 7).
+MAX_NESTING = 32
 REDACTED = "********"
 
 
@@ -178,16 +181,37 @@ def _leaf_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
-    """The JSON object of a request payload; raises ConfigError if too large or not an object."""
+    """The JSON object of a request payload; raises ConfigError if too large, too deeply nested
+    or not an object.
+
+    A payload within the size limit can still nest deeper than the parser's or the patch code's
+    recursion allows; it is refused here so that it gets an answer like any bad request.
+    """
     if len(payload) > limit:
         raise ConfigError("request", [f"(payload): {len(payload)} bytes, more than the limit of {limit}"])
+    too_deep = ConfigError("request", [f"(payload): nested deeper than {MAX_NESTING} levels"])
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError("request", [f"(payload): not JSON: {error}"]) from None
+    except RecursionError:
+        raise too_deep from None
     if not isinstance(body, dict):
         raise ConfigError("request", ["(payload): expected a JSON object"])
+    if _nesting(body) > MAX_NESTING:
+        raise too_deep
     return body
+
+
+def _nesting(value: Any) -> int:
+    """How deeply ``value``'s objects and arrays nest; iterative, so any depth can be measured."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def split_request(request: dict[str, Any]) -> tuple[dict[str, Any], str | None, int | None]:

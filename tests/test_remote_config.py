@@ -60,6 +60,10 @@ def test_requests_are_checked_before_anything_else() -> None:
         parse_request(b'{"request_id": 5, "expected_version": "2"}', limit=1024)
     assert caught.value.problems == ["request_id: must be a string", "expected_version: must be an integer"]
     assert parse_request(b'{"request_id": "r", "log_level": "DEBUG"}', 1024) == ({"log_level": "DEBUG"}, "r", None)
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        parse_request(b"[" * 5000 + b"]" * 5000, limit=20_000)  # beyond what the JSON parser's stack takes
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        parse_request(b'{"a":' * 900 + b"1" + b"}" * 900, limit=20_000)  # parses, but no patch is that deep
 
 
 def test_the_store_persists_versions_that_only_rise_and_survives_a_torn_file(tmp_path: Path) -> None:
@@ -189,6 +193,44 @@ def test_bad_requests_are_rejected_with_their_key_paths(
     assert huge["errors"][0].startswith("(payload): 700") and "more than the limit of 65536" in huge["errors"][0]
     assert op.config_state()["version"] == 1
     assert agent.process.poll() is None
+    assert agent.stop() == 0
+
+
+def test_malformed_requests_and_commands_are_answered_not_dropped(
+    operator: Callable[[], tuple[Operator, AgentProcess]],
+) -> None:
+    op, agent = operator()
+    for payload in (b"[" * 5000 + b"]" * 5000, b'{"a":' * 900 + b"1" + b"}" * 900):
+        answer = op.request("config", payload, timeout=10)
+        assert answer["status"] == "rejected" and "nested deeper than" in answer["errors"][0]
+        answer = op.request("command", payload, timeout=10)
+        assert answer["status"] == "rejected" and "nested deeper than" in answer["errors"][0]
+    for camera_name in (["cam"], {"cam": 1}, 7):
+        answer = op.request("command", {"command": "arm", "camera": camera_name}, timeout=10)
+        assert answer["errors"] == [f"camera: no camera named {camera_name!r}"]
+    huge = op.request("command", {"command": "arm", "pad": "x" * 70_000}, timeout=10)
+    assert "more than the limit of 65536" in huge["errors"][0]
+    assert op.config_state()["version"] == 1
+    assert "Traceback" not in agent.log
+    assert agent.stop() == 0
+
+
+def test_a_change_that_cannot_be_persisted_is_rolled_back_and_says_so(
+    operator: Callable[[], tuple[Operator, AgentProcess]], tmp_path: Path,
+) -> None:
+    op, agent = operator()
+    assert agent.wait_for_log("MQTT connected", 20), agent.log  # the retained state may be an earlier agent's
+    blocker = tmp_path / "state" / ".remote-config.json.tmp"
+    blocker.mkdir()  # where the new file is written first: the write fails as on a read-only disk
+    answer = op.request("config", {"request_id": "p", "cameras": {"cam": {"detector": {"on_threshold": 9}}}})
+    assert answer["status"] == "rolled_back" and answer["version"] == 1
+    assert answer["errors"][0].startswith(f"(persist): cannot save {tmp_path / 'state' / 'remote-config.json'}")
+    assert agent.log.count("camera cam: detector changed in place") == 2  # applied, then undone
+    blocker.rmdir()
+    again = op.request("config", {"expected_version": 1, "cameras": {"cam": {"detector": {"cooldown_s": 2}}}})
+    assert again["status"] == "applied" and again["version"] == 2
+    assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
+    assert op.config_state()["config"]["cameras"]["cam"]["detector"]["on_threshold"] != 9
     assert agent.stop() == 0
 
 
