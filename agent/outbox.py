@@ -132,6 +132,7 @@ class Outbox:
         """Stamp ``event`` with the device's next ``seq`` and persist both in one transaction,
         so a crash can neither lose a numbered event nor leave a gap in the numbers."""
         with self._lock:
+            self._reopen()
             self.seq += 1
             event["seq"] = self.seq
             message = Message.json(topic, event, qos=1)
@@ -152,11 +153,18 @@ class Outbox:
                 self.stats.persisted += 1
         return Entry(message, kind, row)
 
-    def _insert(self, message: Message, kind: str, seq: int | None = None) -> int | None:
+    def _reopen(self) -> None:
+        """Try the disk again if it failed before. The stored ``seq`` may be ahead of the one
+        counted in memory (the database could not be read at start): numbers go on from the
+        larger, never back over ones already sent."""
         if self._db is None:
             self._db = self._open()
-            if self._db is None:
-                return None
+            self.seq = max(self.seq, self._read_seq())
+
+    def _insert(self, message: Message, kind: str, seq: int | None = None) -> int | None:
+        self._reopen()
+        if self._db is None:
+            return None
         props = json.dumps({"user": message.user_properties, "content_type": message.content_type})
         try:
             self._db.execute("BEGIN")

@@ -254,3 +254,19 @@ def test_the_event_seq_is_kept_with_the_events_it_numbers(tmp_path: Path) -> Non
     reopened.delivered([e.row for e in reopened.pending() if e.row is not None])
     reopened.close()
     assert Outbox(tmp_path / "o.sqlite3", snapshot_quota_bytes=2**20, event_high_water=100).seq == 4
+
+
+def test_numbers_go_on_from_the_stored_seq_when_the_outbox_could_not_be_opened_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    before = Outbox(path, snapshot_quota_bytes=2**20, event_high_water=100)
+    for n in range(3):
+        before.add_event("t", {"n": n})
+    before.close()
+    path.rename(tmp_path / "away")
+    path.mkdir()  # the database cannot be opened at start (as on a full or failing disk)
+    started = Outbox(path, snapshot_quota_bytes=2**20, event_high_water=100)
+    assert started.seq == 0
+    path.rmdir()
+    (tmp_path / "away").rename(path)  # the disk is back
+    assert json.loads(started.add_event("t", {}).message.payload)["seq"] == 4
+    assert Outbox(path, snapshot_quota_bytes=2**20, event_high_water=100).seq == 4
