@@ -2,8 +2,8 @@
 finds gaps and duplicates.
 
 Subscribes to one device or the whole fleet (``+``). Each device numbers its event messages with
-a rising ``seq``, so a missing number is a lost message and a repeated one a duplicate (QoS 1
-delivers at least once).
+a rising ``seq``, so a missing number is a lost message and a repeated one, for the same event
+``id`` and ``type``, a duplicate (QoS 1 delivers at least once).
 """
 
 from __future__ import annotations
@@ -28,32 +28,54 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+#: How many of a device's latest numbers :class:`SeqTracker` remembers the event of.
+SEQ_MEMORY = 4096
+
+
 @dataclass
 class SeqTracker:
-    """Per-device bookkeeping of event ``seq`` numbers."""
+    """Per-device bookkeeping of event ``seq`` numbers.
+
+    A number seen again is a duplicate only if it numbers the same message (event ``id`` and
+    ``type``): a device that could not keep its numbers across a restart (no writable disk) hands
+    them out again for new events, and those are news, not copies.
+    """
 
     highest: dict[str, int] = field(default_factory=dict)
     missing: dict[str, set[int]] = field(default_factory=dict)
+    #: Per device: seq -> the (id, type) it numbered, for the latest SEQ_MEMORY numbers.
+    numbered: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
     duplicates: int = 0
 
-    def see(self, device: str, seq: int) -> str | None:
-        """Record ``seq``; returns a warning if it reveals a gap or a duplicate."""
+    def see(self, device: str, seq: int, message: tuple[str, str]) -> str | None:
+        """Record that ``seq`` numbers ``message`` (its id and type); returns a warning if it
+        reveals a gap, a duplicate or numbers starting again."""
+        numbered = self.numbered.setdefault(device, {})
+        earlier = numbered.get(seq)
+        if earlier == message:
+            self.duplicates += 1
+            return f"duplicate: seq {seq} seen before"
         missing = self.missing.setdefault(device, set())
         highest = self.highest.get(device)
-        if highest is None:
+        if earlier is not None:  # the numbers before belong to the device's previous run
+            numbered.clear()
+            missing.clear()
+        numbered[seq] = message
+        if len(numbered) > SEQ_MEMORY:
+            del numbered[next(iter(numbered))]  # the oldest remembered
+        if earlier is not None or highest is None:
             self.highest[device] = seq
-            return None
+            return None if earlier is None else (
+                f"seq {seq} numbers a new message: the device started its numbers again "
+                "(a restart without a writable state_dir?)")
         if seq > highest:
             self.highest[device] = seq
             if seq > highest + 1:
                 missing.update(range(highest + 1, seq))
                 return f"gap: {seq - highest - 1} event message(s) missing before seq {seq}"
             return None
-        if seq in missing:
-            missing.discard(seq)
-            return None
-        self.duplicates += 1
-        return f"duplicate: seq {seq} seen before"
+        missing.discard(seq)  # late, not lost
+        return None
 
     @property
     def gaps(self) -> int:
@@ -128,7 +150,7 @@ class Listener:
         if not isinstance(event, dict):
             raise ValueError("event is not a JSON object")
         self.result.events.append(event)
-        warning = self.result.seq.see(str(event["device"]), int(event["seq"]))
+        warning = self.result.seq.see(str(event["device"]), int(event["seq"]), (str(event["id"]), str(event["type"])))
         if self.as_json:
             self._print(json.dumps(event))
         else:

@@ -22,15 +22,28 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_seq_tracker_finds_gaps_duplicates_and_late_arrivals() -> None:
     tracker = SeqTracker()
-    assert tracker.see("a", 7) is None  # joined late: the first number seen is the start
-    assert tracker.see("a", 8) is None
-    assert tracker.see("a", 11) == "gap: 2 event message(s) missing before seq 11"
+    assert tracker.see("a", 7, ("e1", "start")) is None  # joined late: the first number seen is the start
+    assert tracker.see("a", 8, ("e1", "update")) is None
+    assert tracker.see("a", 11, ("e2", "start")) == "gap: 2 event message(s) missing before seq 11"
     assert tracker.gaps == 2
-    assert tracker.see("a", 9) is None  # late, not lost
+    assert tracker.see("a", 9, ("e1", "end")) is None  # late, not lost
     assert tracker.gaps == 1
-    assert tracker.see("a", 8) == "duplicate: seq 8 seen before"
-    assert tracker.see("b", 1) is None  # devices are counted apart
+    assert tracker.see("a", 8, ("e1", "update")) == "duplicate: seq 8 seen before"
+    assert tracker.see("b", 1, ("e9", "start")) is None  # devices are counted apart
     assert (tracker.gaps, tracker.duplicates) == (1, 1)
+
+
+def test_seq_tracker_tells_numbers_started_again_from_duplicates() -> None:
+    tracker = SeqTracker()
+    for seq, message in ((5, ("e1", "start")), (6, ("e1", "end"))):
+        tracker.see("a", seq, message)
+    # The device restarted without its stored numbers: 5 and 6 again, for new events.
+    assert tracker.see("a", 5, ("e2", "start")) == (
+        "seq 5 numbers a new message: the device started its numbers again (a restart without a writable state_dir?)")
+    assert tracker.see("a", 6, ("e2", "end")) is None
+    assert tracker.see("a", 6, ("e2", "end")) == "duplicate: seq 6 seen before"
+    assert tracker.see("a", 8, ("e3", "start")) == "gap: 1 event message(s) missing before seq 8"
+    assert (tracker.duplicates, tracker.gaps) == (1, 1)
 
 
 @pytest.fixture
