@@ -127,6 +127,9 @@ class RemoteControl(threading.Thread):
         try:
             body = decode_request(payload, self.agent.config.remote.max_payload_bytes)
             request_id = body.get("request_id")
+            if request_id is not None and not isinstance(request_id, str):
+                request_id = None  # not echoed: the answer's request_id is a string or null
+                raise UserError("request_id: must be a string")
             if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:
                 raise UserError(problem)
             name, camera = body.get("command"), body.get("camera")

@@ -227,6 +227,9 @@ def split_request(request: dict[str, Any]) -> tuple[dict[str, Any], str | None, 
         problems.append("expected_version: must be an integer")
     if not isinstance(patch, dict):
         problems.append("patch: must be a JSON object")
+    elif isinstance(cameras := patch.get("cameras"), dict):
+        problems += [f"cameras.{name}: must be an object (the camera's settings) or null (to remove it)"
+                     for name, body in cameras.items() if body is not None and not isinstance(body, dict)]
     if problems:
         raise ConfigError("request", problems)
     return patch, request_id, expected

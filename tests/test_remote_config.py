@@ -60,6 +60,9 @@ def test_requests_are_checked_before_anything_else() -> None:
         parse_request(b'{"request_id": 5, "expected_version": "2"}', limit=1024)
     assert caught.value.problems == ["request_id: must be a string", "expected_version: must be an integer"]
     assert parse_request(b'{"request_id": "r", "log_level": "DEBUG"}', 1024) == ({"log_level": "DEBUG"}, "r", None)
+    with pytest.raises(ConfigError) as caught:
+        parse_request(b'{"cameras": {"gate": 5, "yard": null, "door": {"fps": 5}}}', limit=1024)
+    assert caught.value.problems == ["cameras.gate: must be an object (the camera's settings) or null (to remove it)"]
     with pytest.raises(ConfigError, match="nested deeper than"):
         parse_request(b"[" * 5000 + b"]" * 5000, limit=20_000)  # beyond what the JSON parser's stack takes
     with pytest.raises(ConfigError, match="nested deeper than"):
@@ -208,6 +211,8 @@ def test_malformed_requests_and_commands_are_answered_not_dropped(
     for camera_name in (["cam"], {"cam": 1}, 7):
         answer = op.request("command", {"command": "arm", "camera": camera_name}, timeout=10)
         assert answer["errors"] == [f"camera: no camera named {camera_name!r}"]
+    answer = op.request("command", {"command": "arm", "request_id": [1]}, timeout=10)
+    assert (answer["request_id"], answer["errors"]) == (None, ["request_id: must be a string"])
     huge = op.request("command", {"command": "arm", "pad": "x" * 70_000}, timeout=10)
     assert "more than the limit of 65536" in huge["errors"][0]
     assert op.config_state()["version"] == 1
