@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,7 +65,15 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def _ignore_sighup(signum: int, frame: object) -> None:
+    logging.getLogger("agent").warning(
+        "received SIGHUP; ignored: the config file is read only at start (restart the agent to apply "
+        "it, or change it over MQTT with edge-agent config set)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # First of all: SIGHUP's default action kills, and loading the models can take seconds on a Pi.
+    signal.signal(signal.SIGHUP, _ignore_sighup)
     from agent.config import parse_config, read_config_data
     from agent.daemon import Agent
     from agent.errors import ConfigError

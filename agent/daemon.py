@@ -294,9 +294,6 @@ class Agent:
     def run_forever(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: self._request_stop(signum))
-        signal.signal(signal.SIGHUP, lambda _signum, _frame: log.warning(
-            "received SIGHUP; ignored: the config file is read only at start (restart the agent to apply "
-            "it, or change it over MQTT with edge-agent config set)"))
         self.start()
         interval = self.config.mqtt.metrics_interval_s
         next_metrics = time.monotonic() + interval
