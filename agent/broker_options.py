@@ -95,8 +95,8 @@ def _read_password(file: Path) -> SecretStr:
 
     try:
         return read_password_file(file)
-    except OSError as error:
-        raise UserError(f"--password-file: cannot read {file}: {error.strerror}") from None
+    except ValueError as error:
+        raise UserError(f"--password-file: cannot read {file}: {error}") from None
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -517,10 +517,16 @@ def _read_password_file(config: AgentConfig, where: str) -> None:
         return
     try:
         config.mqtt.password = read_password_file(file)
-    except OSError as error:
-        raise ConfigError(where, [f"mqtt.password_file: cannot read {file}: {error.strerror}"]) from None
+    except ValueError as error:
+        raise ConfigError(where, [f"mqtt.password_file: cannot read {file}: {error}"]) from None
 
 
 def read_password_file(file: Path) -> SecretStr:
-    """The password in ``file``; the whitespace around it (a final newline) is not part of it."""
-    return SecretStr(file.read_text(encoding="utf-8").strip())
+    """The password in ``file``; the whitespace around it (a final newline) is not part of it.
+    ``ValueError`` saying why it cannot be read (the caller names the setting)."""
+    try:
+        return SecretStr(file.read_text(encoding="utf-8").strip())
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except OSError as error:
+        raise ValueError(error.strerror or str(error)) from None

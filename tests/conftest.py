@@ -33,6 +33,14 @@ MAKE_CERTS = REPO / "deploy" / "mosquitto" / "make-certs.sh"
 ACL = REPO / "deploy" / "mosquitto" / "edge-agent.acl"
 
 
+@pytest.fixture(autouse=True)
+def no_credentials_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent and the commands read MQTT credentials from the environment: a runner's shell
+    that holds some must not change what a test means (the processes tests start inherit it)."""
+    for name in ("EDGE_AGENT_MQTT_USERNAME", "EDGE_AGENT_MQTT_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="module")
 def broker() -> Iterator[LocalBroker]:
     with LocalBroker() as running:

@@ -202,6 +202,14 @@ def test_the_password_comes_from_a_file(password_broker: LocalBroker, pki: Path,
     assert json.loads(got.stdout)["version"] == 4
 
 
+def test_a_password_file_that_is_not_text_is_named_in_one_line(password_broker: LocalBroker, pki: Path,
+                                                             tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_bytes(b"s\xe9cret")
+    result = config_get(password_broker, pki, "--username", "operator", "--password-file", str(password_file))
+    assert one_line_error(result) == f"error: --password-file: cannot read {password_file}: not UTF-8 text"
+
+
 def test_the_credentials_come_from_the_daemons_environment_variables(
     password_broker: LocalBroker, pki: Path,
 ) -> None:

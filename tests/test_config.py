@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,20 @@ def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("mqtt: {password_file: pw}\ncameras: [{name: a, source: synthetic}]\n")
     config = load_config(tmp_path / "c.yaml", environ={})
     assert config.mqtt.password is not None and config.mqtt.password.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda pw: pw.write_bytes("s\xe9cret".encode("latin-1")), "not UTF-8 text"),
+    (lambda pw: None, "No such file or directory"),
+])
+def test_a_password_file_that_cannot_be_read_is_named_with_the_reason(
+    tmp_path: Path, make: Callable[[Path], object], reason: str,
+) -> None:
+    make(tmp_path / "pw")
+    (tmp_path / "c.yaml").write_text("mqtt: {password_file: pw}\ncameras: [{name: a, source: synthetic}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "c.yaml", environ={})
+    assert caught.value.problems == [f"mqtt.password_file: cannot read {tmp_path / 'pw'}: {reason}"]
 
 
 def test_broken_yaml_names_line_and_column(tmp_path: Path) -> None:
