@@ -46,40 +46,48 @@ class SeqTracker:
     #: Per device: seq -> the (id, type) it numbered, for the latest SEQ_MEMORY numbers.
     numbered: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
     duplicates: int = 0
+    #: Times a device started its numbers again, and the numbers still missing from before.
+    restarts: int = 0
+    lost_before_restarts: int = 0
 
     def see(self, device: str, seq: int, message: tuple[str, str]) -> str | None:
         """Record that ``seq`` numbers ``message`` (its id and type); returns a warning if it
         reveals a gap, a duplicate or numbers starting again."""
         numbered = self.numbered.setdefault(device, {})
+        missing = self.missing.setdefault(device, set())
         earlier = numbered.get(seq)
         if earlier == message:
             self.duplicates += 1
             return f"duplicate: seq {seq} seen before"
-        missing = self.missing.setdefault(device, set())
-        highest = self.highest.get(device)
-        if earlier is not None:  # the numbers before belong to the device's previous run
+        if earlier is not None:  # the numbers so far belong to the device's previous run
+            self.restarts += 1
+            self.lost_before_restarts += len(missing)
             numbered.clear()
             missing.clear()
+            del self.highest[device]
         numbered[seq] = message
         if len(numbered) > SEQ_MEMORY:
             del numbered[next(iter(numbered))]  # the oldest remembered
-        if earlier is not None or highest is None:
+        highest = self.highest.get(device)
+        if highest is None or seq > highest:
             self.highest[device] = seq
-            return None if earlier is None else (
-                f"seq {seq} numbers a new message: the device started its numbers again "
-                "(a restart without a writable state_dir?)")
-        if seq > highest:
-            self.highest[device] = seq
-            if seq > highest + 1:
-                missing.update(range(highest + 1, seq))
-                return f"gap: {seq - highest - 1} event message(s) missing before seq {seq}"
+        if earlier is not None:
+            return (f"seq {seq} numbers a new message: the device started its numbers again "
+                    "(a restart without a writable state_dir?)")
+        if highest is None or seq == highest + 1:
             return None
-        missing.discard(seq)  # late, not lost
-        return None
+        if seq > highest:
+            missing.update(range(highest + 1, seq))
+            return f"gap: {seq - highest - 1} event message(s) missing before seq {seq}"
+        if seq in missing:
+            missing.discard(seq)  # late, not lost
+            return None
+        self.duplicates += 1  # a number older than those remembered
+        return f"duplicate: seq {seq} seen before"
 
     @property
     def gaps(self) -> int:
-        return sum(len(m) for m in self.missing.values())
+        return self.lost_before_restarts + sum(len(m) for m in self.missing.values())
 
 
 @dataclass
@@ -222,6 +230,7 @@ class Listener:
         return (
             f"{len(result.events)} event message(s) ({counts}); {len(result.snapshots)} snapshot(s) saved; "
             f"{result.seq.gaps} missing, {result.seq.duplicates} duplicate(s)"
+            + (f", numbers started again {result.seq.restarts} time(s)" if result.seq.restarts else "")
         )
 
 

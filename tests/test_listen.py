@@ -14,7 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
-from agent.listen import SeqTracker
+from agent.listen import SEQ_MEMORY, SeqTracker
 from tests.conftest import event_message, listening
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,18 @@ def test_seq_tracker_tells_numbers_started_again_from_duplicates() -> None:
     assert tracker.see("a", 6, ("e2", "end")) is None
     assert tracker.see("a", 6, ("e2", "end")) == "duplicate: seq 6 seen before"
     assert tracker.see("a", 8, ("e3", "start")) == "gap: 1 event message(s) missing before seq 8"
-    assert (tracker.duplicates, tracker.gaps) == (1, 1)
+    assert (tracker.duplicates, tracker.gaps, tracker.restarts) == (1, 1, 1)
+    # Numbers lost before the next restart stay lost.
+    assert tracker.see("a", 5, ("e4", "start")) is not None
+    assert (tracker.gaps, tracker.restarts) == (1, 2)
+
+
+def test_seq_tracker_counts_a_number_older_than_it_remembers_as_a_duplicate() -> None:
+    tracker = SeqTracker()
+    for seq in range(1, SEQ_MEMORY + 10):
+        assert tracker.see("a", seq, (f"e{seq}", "start")) is None
+    assert tracker.see("a", 2, ("e2", "start")) == "duplicate: seq 2 seen before"
+    assert (tracker.duplicates, tracker.gaps) == (1, 0)
 
 
 @pytest.fixture
