@@ -146,6 +146,7 @@ class Outbox:
     def add(self, message: Message, kind: str) -> Entry:
         """Persist ``message`` (durably, before returning) and return its entry for the send queue."""
         with self._lock:
+            self._reopen()
             row = self._insert(message, kind)
             if row is None:
                 self.stats.unpersisted += 1
@@ -162,7 +163,7 @@ class Outbox:
             self.seq = max(self.seq, self._read_seq())
 
     def _insert(self, message: Message, kind: str, seq: int | None = None) -> int | None:
-        self._reopen()
+        """The message's new row, or ``None`` if the disk failed (call :meth:`_reopen` first)."""
         if self._db is None:
             return None
         props = json.dumps({"user": message.user_properties, "content_type": message.content_type})
