@@ -231,7 +231,7 @@ def test_acl_lets_a_device_read_only_the_requests_meant_for_it(broker: LocalBrok
     subscribed = threading.Event()
     device_a = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     device_a.tls_set_context(client_context(pki, "dev-a"))
-    device_a.on_connect = lambda c, *a: c.subscribe("edge/+/config/set", qos=1)
+    device_a.on_connect = lambda c, *a: c.subscribe([("edge/+/config/set", 1), ("edge/groups/+/config/set", 1)])
     device_a.on_subscribe = lambda *a: subscribed.set()
     device_a.on_message = lambda c, u, message: received.append(message.topic)
     device_a.connect(broker.host, broker.port)
@@ -241,10 +241,13 @@ def test_acl_lets_a_device_read_only_the_requests_meant_for_it(broker: LocalBrok
         assert subscribed.wait(10)
         operator.publish("edge/dev-b/config/set", b'{"log_level": "DEBUG"}', qos=1).wait_for_publish(5)
         operator.publish("edge/dev-a/config/set", b'{"log_level": "DEBUG"}', qos=1).wait_for_publish(5)
+        operator.publish("edge/groups/g1/config/set", b'{"log_level": "DEBUG"}', qos=1).wait_for_publish(5)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not received:
+        while time.monotonic() < deadline and len(received) < 2:
             time.sleep(0.05)
-        assert received == ["edge/dev-a/config/set"], "dev-a must not see dev-b's requests"
+        time.sleep(0.3)  # dev-b's request, sent first, would have arrived by now
+        assert received == ["edge/dev-a/config/set", "edge/groups/g1/config/set"], \
+            "dev-a reads its own and its groups' requests, not dev-b's"
     finally:
         for client in (device_a, operator):
             client.loop_stop()
