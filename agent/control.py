@@ -83,8 +83,7 @@ class RemoteControl(threading.Thread):
         previous = self.agent.config
         status, problems = self.agent.apply(new)
         if status == "applied" and (problem := self._persist(patch, group)) is not None:
-            status, problems = "rolled_back", [problem]
-            self._undo(previous)
+            status, problems = self._undo(previous, problem)
         if status != "applied":
             log.warning("config change %s %s: %s", request_id or "-", status, "; ".join(problems))
             return self._answer(request_id, status, problems)
@@ -102,11 +101,15 @@ class RemoteControl(threading.Thread):
             return f"(persist): cannot save {self.store.path}: {error.strerror or error}"
         return None
 
-    def _undo(self, previous: AgentConfig) -> None:
-        """Go back to ``previous``, the config that was running before a change not persisted."""
+    def _undo(self, previous: AgentConfig, problem: str) -> tuple[str, list[str]]:
+        """Go back to ``previous``, the config that was running before a change not persisted
+        (``problem``); the answer's status and errors. If going back fails its own health check,
+        the change stays running unsaved, and the answer says so: ``unpersisted``."""
         status, problems = self.agent.apply(previous)
-        if status != "applied":
-            log.error("config change not persisted, and going back failed (%s): %s", status, "; ".join(problems))
+        if status == "applied":
+            return "rolled_back", [problem]
+        return "unpersisted", [problem, *(f"(going back): {p}" for p in problems),
+                               f"(running): the change, unsaved; a restart goes back to version {self.store.version}"]
 
     def _check_signature(self, body: dict[str, Any]) -> None:
         if self.public_key is not None and (problem := verify(self.public_key, body)) is not None:

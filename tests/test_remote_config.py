@@ -12,8 +12,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
+from agent.config import SyntheticConfig
 from agent.errors import ConfigError
 from agent.remote_config import ConfigStore, compose_patches, decode_request, merge_patch, split_request
+from agent.sources.synthetic import write_video
 from tests.conftest import AgentProcess, Subscriber
 
 # -- the patch mechanics ------------------------------------------------------------------
@@ -236,6 +238,24 @@ def test_a_change_that_cannot_be_persisted_is_rolled_back_and_says_so(
     assert again["status"] == "applied" and again["version"] == 2
     assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
     assert op.config_state()["config"]["cameras"]["cam"]["detector"]["on_threshold"] != 9
+    assert agent.stop() == 0
+
+
+def test_a_change_not_persisted_that_cannot_be_undone_stays_running_and_says_so(
+    operator: Callable[[], tuple[Operator, AgentProcess]], tmp_path: Path,
+) -> None:
+    op, agent = operator()
+    video = write_video(tmp_path / "gate.mp4", SyntheticConfig(width=96, height=64, people=1, anomaly=None), 3)
+    added = op.request("config", {"cameras": {"gate": {"source": str(video), "loop": True}}})
+    assert added["status"] == "applied" and added["version"] == 2, added
+    video.unlink()  # the camera as it was can no longer start
+    (tmp_path / "state" / ".remote-config.json.tmp").mkdir()  # and the change cannot be saved
+    answer = op.request("config", {"cameras": {"gate": camera("gate")}})
+    assert answer["status"] == "unpersisted" and answer["version"] == 2, answer
+    assert answer["errors"][0].startswith("(persist): cannot save")
+    assert answer["errors"][1] == f"(going back): cameras.gate: no frame within 4 s (video file not found: {video})"
+    assert answer["errors"][2] == "(running): the change, unsaved; a restart goes back to version 2"
+    assert op.sub.wait_for(lambda: [m.payload for m in op.sub.on("gate/status")][-1:] == [b"online"], 10)
     assert agent.stop() == 0
 
 
