@@ -20,6 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.broker_options import OPTION_NAMES
 from agent.config import MqttConfig
 from agent.errors import SettingNames, UserError
+from agent.tls import ClosedAfterHandshake
 from agent.tls import configure as configure_tls
 from agent.tls import describe_tls_error
 
@@ -39,6 +40,8 @@ def authenticate(client: mqtt.Client, config: MqttConfig, names: SettingNames) -
 
 def describe_connect_error(error: BaseException, names: SettingNames, tls: bool) -> str:
     """Why ``connect()`` raised ``error``: the socket or the TLS handshake (``tls``: it was tried)."""
+    if isinstance(error, ClosedAfterHandshake):
+        return str(error)
     if tls and isinstance(error, ConnectionResetError | ssl.SSLEOFError):
         # A broker port without TLS drops a TLS ClientHello without a word.
         return (f"the broker closed the connection during the TLS handshake (is that port a TLS one? "

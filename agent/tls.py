@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 VERDICT_WAIT_S = 0.3
 
 
+class ClosedAfterHandshake(ConnectionResetError):
+    """The broker ended a connection whose TLS handshake had succeeded (the message says how)."""
+
+
 class VerdictSocket(ssl.SSLSocket):
     """An ``SSLSocket`` whose handshake also waits briefly for the broker's verdict.
 
@@ -47,7 +51,7 @@ class VerdictSocket(ssl.SSLSocket):
             return
         finally:
             self.settimeout(previous)
-        raise ConnectionResetError(
+        raise ClosedAfterHandshake(
             "the broker closed the connection right after the TLS handshake" if not data
             else "the broker sent data before CONNECT (not an MQTT broker?)"
         )

@@ -7,12 +7,15 @@ The commands run as the operator runs them: in a process of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +115,24 @@ def test_tls_to_a_port_without_tls_is_told_the_port_may_not_speak_it(broker: Loc
         f"error: cannot connect to the MQTT broker at 127.0.0.1:{broker.port}: the broker closed the connection "
         "during the TLS handshake (is that port a TLS one? --tls (or a TLS file option) is set; "
         "TLS brokers usually listen on 8883)")
+
+
+def test_a_broker_that_closes_after_a_good_handshake_is_not_mistaken_for_a_plain_port(pki: Path) -> None:
+    """As a broker at its connection limit, or a TLS proxy whose backend is down, does."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "ca" / "server.crt", pki / "ca" / "server.key")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def accept_one() -> None:
+            connection, _ = server.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True):
+                pass  # handshake done, then closed
+
+        threading.Thread(target=accept_one, daemon=True).start()
+        result = edge_agent("config", "get", "x", "--port", str(port), "--ca-file", str(pki / "ca" / "ca.crt"))
+    assert one_line_error(result) == (f"error: cannot connect to the MQTT broker at 127.0.0.1:{port}: "
+                                      "the broker closed the connection right after the TLS handshake")
 
 
 REFUSALS = {
