@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -58,6 +59,16 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--password-file", type=Path, metavar="PATH",
                        help="the file that holds the password (default: $EDGE_AGENT_MQTT_PASSWORD holds it)")
     group.add_argument("--password", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
+
+
+class PasswordSafeParser(argparse.ArgumentParser):
+    """An argument parser whose errors never repeat a value given as ``--pass...=VALUE``: argparse
+    quotes the arguments it cannot place, and an abbreviation such as ``--passw=secret`` is one."""
+
+    _VALUE = re.compile(r"(--pass[\w-]*)=\S+")
+
+    def error(self, message: str) -> NoReturn:
+        super().error(self._VALUE.sub(r"\1=(not shown)", message))
 
 
 class _RefusePassword(argparse.Action):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.broker_options import add_broker_options, broker_config
+from agent.broker_options import PasswordSafeParser, add_broker_options, broker_config
 from agent.errors import UserError
 from agent.malloc import tune_malloc
 
@@ -336,7 +336,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser = PasswordSafeParser(prog="edge-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent (the daemon)")

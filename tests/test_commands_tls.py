@@ -254,3 +254,7 @@ def test_a_password_on_the_command_line_is_refused_and_not_repeated(
     assert refused.returncode == 2
     assert "--password: not taken on the command line, where ps shows it to every user" in refused.stderr
     assert OPERATOR_PASSWORD not in refused.stderr + refused.stdout
+    for abbreviated in ("--passw", "--pass"):  # argparse would quote these in its error
+        refused = config_get(password_broker, pki, "--username", "operator", f"{abbreviated}={OPERATOR_PASSWORD}")
+        assert refused.returncode == 2 and f"{abbreviated}=(not shown)" in refused.stderr, refused.stderr
+        assert OPERATOR_PASSWORD not in refused.stderr + refused.stdout
