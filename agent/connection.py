@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.broker_options import OPTION_NAMES
 from agent.config import MqttConfig
 from agent.errors import SettingNames, UserError
-from agent.tls import ClosedAfterHandshake
+from agent.tls import ClosedAfterHandshake, late_rejection_hook
 from agent.tls import configure as configure_tls
 from agent.tls import describe_tls_error
 
@@ -78,14 +78,18 @@ def connect_or_fail(client: mqtt.Client, config: MqttConfig) -> None:
     runs once the broker has accepted, and again on every reconnect.
     """
     where = f"{config.host}:{config.port}"
-    own_on_connect = client.on_connect
+    own_on_connect, own_on_log = client.on_connect, client.on_log
     answers: list[tuple[Any, ...]] = []
     client.on_connect = lambda *answer: answers.append(answer)
+    # A refusal of our certificate later than the handshake's wait for it (a loaded machine or a
+    # slow link) reaches paho as a log line: kept to be the error's cause, not a second warning.
+    rejections: list[str] = []
+    client.on_log = late_rejection_hook(OPTION_NAMES, rejections.append)
     try:
         _open(client, config, where)
-        _await_connack(client, answers, config, where)
+        _await_connack(client, answers, config, where, rejections)
     finally:
-        client.on_connect = own_on_connect
+        client.on_connect, client.on_log = own_on_connect, own_on_log
     reason = answers[0][3]
     if reason.is_failure:
         cause = describe_refusal(reason, OPTION_NAMES)
@@ -103,15 +107,24 @@ def _open(client: mqtt.Client, config: MqttConfig, where: str) -> None:
         raise UserError(f"cannot connect to the MQTT broker at {where}: {cause}") from None
 
 
-def _await_connack(client: mqtt.Client, answers: list[tuple[Any, ...]], config: MqttConfig, where: str) -> None:
-    """Run the network loop until ``on_connect`` has filled ``answers``."""
+def _await_connack(client: mqtt.Client, answers: list[tuple[Any, ...]], config: MqttConfig, where: str,
+                   rejections: list[str]) -> None:
+    """Run the network loop until ``on_connect`` has filled ``answers``; ``rejections``: the
+    broker's refusals of our certificate seen meanwhile."""
     deadline = time.monotonic() + config.connect_timeout_s
     while True:
         rc = client.loop(timeout=0.1)
         if answers:
             return
+        if rejections:
+            raise UserError(f"cannot connect to the MQTT broker at {where}: {rejections[0]}")
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            hint = " (does it want TLS: --tls or --ca-file?)" if config.tls is None else ""
+            if config.tls is None:
+                hint = " (does it want TLS: --tls or --ca-file?)"
+            elif config.tls.cert_file is None:
+                hint = f" (does it want a client certificate: {OPTION_NAMES.cert_and_key}?)"
+            else:
+                hint = ""
             raise UserError(f"the MQTT broker at {where} closed the connection before answering: "
                             f"{mqtt.error_string(rc)}{hint}")
         if time.monotonic() > deadline:

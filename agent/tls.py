@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -66,12 +67,18 @@ def configure(client: mqtt.Client, tls: TlsConfig, names: SettingNames) -> None:
     """
     client.tls_set_context(make_context(tls, names))
     client.tls_insecure_set(tls.insecure_skip_verify)
+    client.on_log = late_rejection_hook(names, lambda cause: log.warning("%s", cause))
 
-    def log_handshake_alert(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+
+def late_rejection_hook(names: SettingNames, report: Callable[[str], None]) -> Callable[..., None]:
+    """A paho ``on_log`` that passes ``report`` the cause of a refusal of our certificate that
+    paho only logs (one that arrived after :data:`VERDICT_WAIT_S`)."""
+
+    def hook(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR and (cause := client_cert_rejection(text, names)):
-            log.warning("%s", cause)
+            report(cause)
 
-    client.on_log = log_handshake_alert
+    return hook
 
 
 def make_context(tls: TlsConfig, names: SettingNames) -> ssl.SSLContext:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -25,6 +26,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.broker import LocalBroker
+from agent.config import MqttConfig
+from agent.connection import command_client, connect_or_fail
+from agent.errors import UserError
+from agent.tls import VerdictSocket
 from tests.conftest import (
     REPO,
     AgentProcess,
@@ -133,6 +138,19 @@ def test_a_broker_that_closes_after_a_good_handshake_is_not_mistaken_for_a_plain
         result = edge_agent("config", "get", "x", "--port", str(port), "--ca-file", str(pki / "ca" / "ca.crt"))
     assert one_line_error(result) == (f"error: cannot connect to the MQTT broker at 127.0.0.1:{port}: "
                                       "the broker closed the connection right after the TLS handshake")
+
+
+def test_a_late_refusal_of_a_missing_client_certificate_still_names_the_options_in_one_error(
+    fleet: LocalBroker, pki: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The refusal arrives after the handshake's wait for it (a loaded machine): paho then meets it
+    on a read, or the socket closes under its CONNECT."""
+    monkeypatch.setattr(VerdictSocket, "do_handshake", ssl.SSLSocket.do_handshake)  # no wait at all
+    config = MqttConfig(host=fleet.host, port=fleet.port, tls={"ca_file": pki / "ca" / "ca.crt"})
+    with pytest.raises(UserError) as refused:
+        connect_or_fail(command_client(config), config)
+    assert "--cert/--key" in str(refused.value) and "\n" not in str(refused.value)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 REFUSALS = {
