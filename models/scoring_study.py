@@ -18,8 +18,15 @@ then through every candidate scoring, smoothed by the agent's :class:`Detector`;
 frame-level micro AUC over all validation clips. Candidates: the grid, the per-cell centre and
 spread (mean and standard deviation, or median and 99th percentile minus median), the spread's
 floor (a multiple of the cells' 25th-percentile spread) and the domain of the cell values
-(energy, its square root, its log). ``--test`` then scores the best candidate and the agent's own
-scoring on the labelled clips of ``DATA/testing``, to see whether the ranking carries over.
+(energy, its square root, its log); then, on the agent's 4x6 grid, the pooling of the map into a
+cell (the mean, the mean of the 4 hottest of its values, the hottest) and the smoothing (the
+weight of the newest frame in the detector's moving average). ``--test`` then scores the best
+candidate and the agent's own scoring on the labelled clips of ``DATA/testing``, to see whether
+the ranking carries over.
+
+The literature protocol (per-clip min-max) is validated too, on the pasted clips (each normal
+at first, then anomalous, like a labelled test clip): min-max of the agent's score as it is, or of
+its log floored at one spread (:func:`agent.evaluation.metrics.literature_values`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -37,7 +44,8 @@ from tqdm import tqdm
 from agent.config import CalibrationConfig, DetectorConfig
 from agent.detector import Detector
 from agent.evaluation.data import frames_of, labelled_clips, normal_clips
-from agent.evaluation.metrics import roc_auc
+from agent.evaluation.methods import Z_QUIET
+from agent.evaluation.metrics import literature_values, min_max, roc_auc
 from agent.inference import DEFAULT_MODEL, StreamingModel
 from agent.scoring import CellScorer, CellStats, cell_means
 from agent.stream import ModelStream
@@ -53,6 +61,26 @@ DOMAINS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 GRIDS = ((4, 6), (8, 12))
 FLOORS = (1.0, 2.0, 4.0, 8.0)
 CENTRES = ("mean/std", "median/q99")
+SMOOTHINGS = (1.0, 0.3, 0.2)
+
+
+def hottest_mean(count: int) -> Callable[[np.ndarray, tuple[int, int]], np.ndarray]:
+    """Pooling of a 2-D map into each cell of a grid by the mean of the cell's ``count`` largest values."""
+    def pool(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        rows, cols = grid
+        height, width = values.shape
+        blocks = values.reshape(rows, height // rows, cols, width // cols).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+        return np.sort(blocks, axis=-1)[..., -count:].mean(axis=-1)
+    return pool
+
+
+POOLINGS: dict[str, Callable[[np.ndarray, tuple[int, int]], np.ndarray]] = {
+    "mean": cell_means, "top 4": hottest_mean(4), "max": hottest_mean(1),
+}
+LITERATURE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "min-max of the score": min_max,
+    "min-max of its log (the agent's)": lambda s: literature_values(s, Z_QUIET),
+}
 
 
 def people_in(clip: np.ndarray, rng: np.random.Generator, wanted: int = 40) -> list[Person]:
@@ -156,12 +184,16 @@ class Candidate:
     centre: str
     floor: float
     domain: str
+    pooling: str = "mean"
+    smoothing: float = 0.5
 
     def __str__(self) -> str:
-        return f"{self.grid[0]}x{self.grid[1]} {self.centre:10} floor {self.floor:<3g} {self.domain}"
+        return (f"{self.grid[0]}x{self.grid[1]} {self.centre:10} floor {self.floor:<3g} {self.domain:6} "
+                f"{self.pooling:5} smooth {self.smoothing:g}")
 
     def cells(self, maps: np.ndarray) -> np.ndarray:
-        return DOMAINS[self.domain](np.stack([cell_means(m, self.grid) for m in maps]))
+        pool = POOLINGS[self.pooling]
+        return DOMAINS[self.domain](np.stack([pool(m, self.grid) for m in maps]))
 
     def scorer(self, normal_maps: list[np.ndarray]) -> CellScorer:
         values = np.concatenate([self.cells(m) for m in normal_maps])
@@ -175,7 +207,7 @@ class Candidate:
 
     def scores(self, scorer: CellScorer, maps: np.ndarray, detector: DetectorConfig, fps: float) -> np.ndarray:
         """Smoothed per-frame scores, as :func:`agent.evaluation.methods.run_clip` makes them."""
-        decide, out = Detector(detector), np.zeros(len(maps))
+        decide, out = Detector(detector.model_copy(update={"smoothing": self.smoothing})), np.zeros(len(maps))
         for i, cell_values in enumerate(self.cells(maps)):
             if not np.isnan(cell_values).any():
                 decide.update(i / fps, scorer(cell_values)[0])
@@ -205,6 +237,23 @@ def validation_auc(candidate: Candidate, normal: dict[str, np.ndarray], pasted: 
     return result
 
 
+def literature_auc(clips: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Micro AUC of each literature transform over (smoothed scores, labels) per clip."""
+    labels = np.concatenate([lab for _, lab in clips])
+    return {name: roc_auc(np.concatenate([transform(s) for s, _ in clips]), labels) or 0.0
+            for name, transform in LITERATURE.items()}
+
+
+def pasted_scores(candidate: Candidate, normal: dict[str, np.ndarray], pasted: dict[str, dict[str, np.ndarray]],
+                  labels: dict[str, dict[str, np.ndarray]], detector: DetectorConfig, fps: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(smoothed scores, labels) of every pasted clip, its own clip left out of the statistics."""
+    out = []
+    for name in normal:
+        scorer = candidate.scorer([m for other, m in normal.items() if other != name])
+        out += [(candidate.scores(scorer, maps, detector, fps), labels[name][kind]) for kind, maps in pasted[name].items()]
+    return out
+
+
 def grey_clips(folder: Path, fps: float) -> dict[str, np.ndarray]:
     return {name: np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) if f.ndim == 3 else f for f in frames_of(source)])
             for name, source in normal_clips(folder, fps)}
@@ -227,15 +276,22 @@ def main(argv: list[str] | None = None) -> int:
               for name, kinds in tqdm(synthetic.items(), desc="pasted clips", leave=False)}
     labels = {name: {kind: lab for kind, (_, lab) in kinds.items()} for name, kinds in synthetic.items()}
 
-    ours = Candidate(tuple(agent_default.grid), "mean/std", agent_default.std_floor, "energy")  # type: ignore[arg-type]
-    candidates = [Candidate(*c) for c in itertools.product(GRIDS, CENTRES, FLOORS, DOMAINS)]
+    ours = Candidate(tuple(agent_default.grid), "mean/std", agent_default.std_floor, "energy",  # type: ignore[arg-type]
+                     smoothing=detector.smoothing)
+    candidates = [replace(ours, grid=g, centre=c, floor=f, domain=d) for g, c, f, d in itertools.product(GRIDS, CENTRES, FLOORS, DOMAINS)]
+    candidates += [replace(ours, floor=f, domain=d, pooling=p)
+                   for p, f, d in itertools.product([p for p in POOLINGS if p != ours.pooling], FLOORS, DOMAINS)]
+    candidates += [replace(ours, smoothing=s) for s in SMOOTHINGS]
     table = [(validation_auc(c, normal, pasted, labels, detector, fps), c) for c in tqdm(candidates, desc="candidates", leave=False)]
     table.sort(key=lambda row: -row[0]["all"])
     kinds = [k for k in table[0][0] if k != "all"]
-    print(f"{'validation micro AUC (leave one training clip out)':50} {'all':>6} " + " ".join(f"{k:>9}" for k in kinds))
+    print(f"{'validation micro AUC (leave one training clip out)':69} {'all':>6} " + " ".join(f"{k:>9}" for k in kinds))
     for result, candidate in table:
         mark = "  <- the agent's" if candidate == ours else ""
-        print(f"  {candidate!s:48} {result['all']:6.4f} " + " ".join(f"{result[k]:9.4f}" for k in kinds) + mark)
+        print(f"  {candidate!s:67} {result['all']:6.4f} " + " ".join(f"{result[k]:9.4f}" for k in kinds) + mark)
+    print(f"\n{'literature protocol on the pasted clips, the agent scoring':60} micro AUC")
+    for name, value in literature_auc(pasted_scores(ours, normal, pasted, labels, detector, fps)).items():
+        print(f"  {name:58} {value:6.4f}")
 
     if args.test:
         test = labelled_clips(args.data)
@@ -246,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, candidate in (("best on validation", table[0][1]), ("the agent's", ours)):
             scorer = candidate.scorer(list(normal.values()))
             scores = np.concatenate([candidate.scores(scorer, m, detector, fps) for m in test_maps])
-            print(f"  {name + ': ' + str(candidate):48} {roc_auc(scores, all_labels):6.4f}")
+            print(f"  {name + ': ' + str(candidate):67} {roc_auc(scores, all_labels):6.4f}")
+        scorer = ours.scorer(list(normal.values()))
+        print(f"\n{'literature protocol on the labelled clips, the agent scoring':60} micro AUC")
+        for name, value in literature_auc([(ours.scores(scorer, m, detector, fps), clip.labels)
+                                           for m, clip in zip(test_maps, test)]).items():
+            print(f"  {name:58} {value:6.4f}")
     return 0
 
 

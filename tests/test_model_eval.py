@@ -14,7 +14,7 @@ import pytest
 
 from agent.cli import main
 from agent.config import SyntheticConfig
-from agent.evaluation.metrics import min_max, roc_auc
+from agent.evaluation.metrics import literature_values, min_max, roc_auc
 from agent.evaluation.run import Options, evaluate, format_report
 from agent.sources.synthetic import SyntheticScene
 
@@ -103,3 +103,15 @@ def test_the_auc_is_the_mann_whitney_statistic_ties_half() -> None:
     assert roc_auc(scores, labels) == pytest.approx(expected)
     assert roc_auc(scores, np.ones(200, bool)) is None
     assert list(min_max(np.array([2.0, 4.0, 3.0]))) == [0.0, 1.0, 0.5]
+
+
+def test_the_literature_protocol_takes_the_log_so_one_clips_peak_does_not_bury_its_anomalies() -> None:
+    peaky = np.array([0.0, 1.0, 1.0, 20.0, 20.0, 400.0]), np.array([0, 0, 0, 1, 1, 1], bool)
+    quiet = np.array([0.0, 1.5, 1.5, 10.0]), np.array([0, 0, 0, 1], bool)
+    labels = np.concatenate([peaky[1], quiet[1]])
+    plain = np.concatenate([min_max(peaky[0]), min_max(quiet[0])])
+    logged = np.concatenate([literature_values(peaky[0], quiet=1.0), literature_values(quiet[0], quiet=1.0)])
+    assert roc_auc(plain, labels) < 1.0  # 20 / 400 of the peaky clip sits under 1.5 / 10 of the quiet one
+    assert roc_auc(logged, labels) == 1.0
+    # everything at or below the quiet level (warm-up zeros, sub-spread scores) is the clip's bottom
+    assert list(literature_values(np.array([0.0, 0.5, 1.0, np.e]), quiet=1.0)) == [0.0, 0.0, 0.0, 1.0]

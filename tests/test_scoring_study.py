@@ -2,7 +2,14 @@
 
 import numpy as np
 
-from models.scoring_study import fast_band, path_rows, people_in, walk_across
+from agent.scoring import cell_means
+from models.scoring_study import (
+    fast_band,
+    hottest_mean,
+    path_rows,
+    people_in,
+    walk_across,
+)
 
 HEIGHT, WIDTH, FRAMES = 120, 160, 80
 
@@ -48,3 +55,12 @@ def test_the_fast_band_replays_its_own_clip_twice_as_fast() -> None:
     start = int(np.flatnonzero(labels)[0])
     changed = np.flatnonzero(frames[start + 5, 0] != clip[start + 5, 0])
     assert changed.size >= 10 and np.all(frames[start + 5, 0, changed] == start + 10)
+
+
+def test_hottest_pooling_takes_the_mean_of_each_cells_largest_values() -> None:
+    values = np.zeros((4, 6), np.float32)
+    values[0, 0], values[0, 1], values[1, 0] = 9.0, 3.0, 1.0  # cell (0, 0) of a 2x2 grid is rows 0-1, cols 0-2
+    values[3, 5] = 4.0  # cell (1, 1)
+    assert hottest_mean(2)(values, (2, 2)).tolist() == [[6.0, 0.0], [0.0, 2.0]]
+    assert hottest_mean(1)(values, (2, 2)).tolist() == [[9.0, 0.0], [0.0, 4.0]]
+    assert hottest_mean(6)(values, (2, 2)).tolist() == cell_means(values, (2, 2)).tolist()

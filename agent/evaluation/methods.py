@@ -41,11 +41,17 @@ from agent.stream import ModelStream
 Cell = tuple[int, int]
 Scored = tuple[float, Cell | None]
 
+#: The quiet level of a z-score: one spread of normal footage.
+Z_QUIET = 1.0
+
 
 class FrameScorer(Protocol):
     name: str
     #: What the reports call it.
     label: str
+    #: The method's unit of "nothing to see": the literature protocol takes the log of the score
+    #: floored here (:func:`agent.evaluation.metrics.literature_values`).
+    quiet: float
 
     def reset(self) -> None: ...
 
@@ -55,6 +61,8 @@ class FrameScorer(Protocol):
 class ModelScorer:
     """The camera pipeline's scoring: :class:`ModelStream` (preprocess, invoke, state feedback,
     cell means of the motion map), then :class:`CellScorer` (largest per-cell z-score against ``stats``)."""
+
+    quiet = Z_QUIET
 
     def __init__(
         self, name: str, label: str, model: StreamingModel, stats: CellStats, calibration: CalibrationConfig,
@@ -108,6 +116,7 @@ class _Motion:
 class FrameDifference(_Motion):
     name = "frame_diff"
     label = "whole-frame differencing"
+    quiet = (1 / 255) ** 2  # one grey level of difference everywhere
 
     def __call__(self, image: np.ndarray) -> Scored | None:
         difference = self._difference_map(image, (1, 1))
@@ -117,6 +126,7 @@ class FrameDifference(_Motion):
 class BackgroundSubtraction(_Motion):
     name = "mog2"
     label = "MOG2 background subtraction"
+    quiet = 1e-4  # a ten-thousandth of the frame in the foreground (9 pixels of 360x240)
 
     def reset(self) -> None:
         super().reset()
@@ -134,6 +144,7 @@ class BackgroundSubtraction(_Motion):
 class CellDifference(_Motion):
     name = "cell_diff_z"
     label = "per-cell differencing z-score"
+    quiet = Z_QUIET
 
     def __init__(self, model: StreamingModel, warmup: int, calibration: CalibrationConfig) -> None:
         super().__init__(model, warmup)
@@ -165,6 +176,8 @@ class ClipScores:
     smoothed: np.ndarray
     #: Per frame: the raw frame's hottest cell, where the method has one.
     cells: list[Cell | None]
+    #: The scorer's quiet level (:attr:`FrameScorer.quiet`).
+    quiet: float
 
 
 def run_clip(scorer: FrameScorer, frames: list[np.ndarray], detector: DetectorConfig, fps: float) -> ClipScores:
@@ -181,4 +194,4 @@ def run_clip(scorer: FrameScorer, frames: list[np.ndarray], detector: DetectorCo
             decide.update(index / fps, score)
         if decide.smoothed is not None:
             smoothed[index] = decide.smoothed
-    return ClipScores(smoothed, cells)
+    return ClipScores(smoothed, cells, scorer.quiet)
