@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from agent import __version__
@@ -65,15 +66,13 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-def _ignore_sighup(signum: int, frame: object) -> None:
-    logging.getLogger("agent").warning(
-        "received SIGHUP; ignored: the config file is read only at start (restart the agent to apply "
-        "it, or change it over MQTT with edge-agent config set)")
+#: A SIGHUP that came while the agent was starting: the file may have been read before the edit.
+_hup_while_starting = threading.Event()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     # First of all: SIGHUP's default action kills, and loading the models can take seconds on a Pi.
-    signal.signal(signal.SIGHUP, _ignore_sighup)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: _hup_while_starting.set())
     from agent.config import parse_config, read_config_data
     from agent.daemon import Agent
     from agent.errors import ConfigError
@@ -91,7 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the remote config changes (version %d) no longer fit %s, running on the file alone: %s",
             store.version, path, "; ".join(error.problems))
         config = file_config
-    Agent(config, store).run_forever()
+    agent = Agent(config, store, config_file=path)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
+    if _hup_while_starting.is_set():
+        agent.request_reload()
+    agent.run_forever()
     return 0
 
 

@@ -55,10 +55,13 @@ class RemoteControl(threading.Thread):
             try:
                 group = next((g for g in self.store.groups if message.topic == topics.group_config_set(g)), None)
                 if message.topic == topics.config_set or group is not None:
-                    answer = self.configure(message.payload, group)
+                    with self.agent.changes:
+                        answer = self.configure(message.payload, group)
                     self._reply(topics.config_result, answer, message)
                 elif message.topic == topics.command:
-                    self._reply(topics.command_result, self.command(message.payload), message)
+                    with self.agent.changes:
+                        answer = self.command(message.payload)
+                    self._reply(topics.command_result, answer, message)
             except Exception:  # noqa: BLE001 - one bad request must not stop the control plane
                 log.exception("remote control: request on %s failed", message.topic)
 

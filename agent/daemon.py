@@ -33,6 +33,7 @@ from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher
+from agent.reload import reload_config_file
 from agent.remote_config import ConfigStore
 from agent.topics import Topics
 from agent.watchdog import ServiceWatchdog
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
 RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote",
                 "log_format", "health", "http", "homeassistant")
+#: Why a remote change cannot change a key of :data:`RESTART_ONLY`.
+FROZEN_REMOTELY = "cannot be changed over MQTT; edit the config file and restart"
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 #: OpenCV's own worker pool, for one call: none. Every camera already runs a reader and a pipeline
@@ -89,10 +92,15 @@ def calibration_path(state_dir: Path, camera: str) -> Path:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, store: ConfigStore | None = None) -> None:
+    def __init__(self, config: AgentConfig, store: ConfigStore | None = None, config_file: Path | None = None) -> None:
         cv2.setNumThreads(OPENCV_THREADS)
         self.config = config
         self.store = store
+        #: The file SIGHUP reloads (:meth:`request_reload`), if the agent was started from one.
+        self.config_file = config_file
+        #: Held while a change (remote request, command, file reload) is made: one at a time.
+        self.changes = threading.Lock()
+        self.reload_requested = threading.Event()
         self._config_version = store.version if store is not None else 1
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         self.stop_event = threading.Event()
@@ -298,6 +306,11 @@ class Agent:
         interval = self.config.mqtt.metrics_interval_s
         next_metrics = time.monotonic() + interval
         while not self.stop_event.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                # Off the main loop: the health check of restarted cameras takes seconds, and the
+                # watchdog pings and metrics go on meanwhile.
+                threading.Thread(target=self._reload, name="config-reload", daemon=True).start()
             self.service.tick()
             self.homeassistant.tick()
             if time.monotonic() >= next_metrics:
@@ -305,6 +318,24 @@ class Agent:
                 self.publisher.publish(Message.json(self.topics.metrics, self.metrics(), qos=0))
         self.service.stopping()
         self.shutdown()
+
+    def request_reload(self) -> None:
+        """Ask for the config file to be read again and applied (SIGHUP; safe in a signal handler)."""
+        self.reload_requested.set()
+
+    def _reload(self) -> None:
+        if self.config_file is None:
+            log.warning("received SIGHUP; ignored: the agent was not started from a config file")
+            return
+        log.info("received SIGHUP; reloading %s", self.config_file)
+        notify = self.service.ready  # RELOADING=1 ... READY=1, only once systemd was told READY
+        if notify:
+            self.service.notifier.reloading()
+        try:
+            status, _ = reload_config_file(self, self.config_file)
+        finally:
+            if notify:
+                self.service.notifier.ready(f"config reload: {status}")
 
     def _request_stop(self, signum: int) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
@@ -326,7 +357,7 @@ class Agent:
         log.info("agent stopped")
 
     # -- remote changes -------------------------------------------------------------------
-    def apply(self, new: AgentConfig) -> tuple[str, list[str]]:
+    def apply(self, new: AgentConfig, frozen_reason: str = FROZEN_REMOTELY) -> tuple[str, list[str]]:
         """Apply ``new`` hot: ("applied", []), ("rejected", why) or ("rolled_back", why).
 
         Cameras whose source-side settings change are restarted (their model state starts
@@ -336,8 +367,7 @@ class Agent:
         """
         frozen = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
         if frozen:
-            return "rejected", [f"{key}: cannot be changed over MQTT; edit the config file and restart"
-                                for key in frozen]
+            return "rejected", [f"{key}: {frozen_reason}" for key in frozen]
         old, old_models = self.config, self.models
         swap = new.model != old.model
         if swap:  # load (and check) the new model for every camera before touching any

@@ -3,7 +3,7 @@
 systemd passes the socket's address in ``NOTIFY_SOCKET``: a filesystem path (``/run/...``) or,
 when it starts with ``@``, a Linux abstract socket (the ``@`` stands for a leading NUL byte).
 Messages are newline-separated ``KEY=value`` assignments (``READY=1``, ``STATUS=...``,
-``WATCHDOG=1``, ``STOPPING=1``). Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op, so
+``WATCHDOG=1``, ``RELOADING=1``, ``STOPPING=1``). Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op, so
 the agent runs the same from a shell.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
+
+    def reloading(self, status: str = "reloading the config file") -> bool:
+        """``RELOADING=1``, with the ``MONOTONIC_USEC`` systemd 253+ asks for; ``READY=1`` ends it."""
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", f"STATUS={status}")
 
     def stopping(self, status: str = "stopping") -> bool:
         return self.notify("STOPPING=1", f"STATUS={status}")

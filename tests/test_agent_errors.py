@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,17 +79,3 @@ def test_an_unopenable_camera_is_retried_while_the_others_work(
     assert agent.wait_for_log("camera ok: calibrated", 30), agent.log
     assert agent.stop() == 0
     assert "Traceback" not in agent.log
-
-
-def test_a_sighup_leaves_the_agent_running_on_the_config_it_started_with(
-    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
-) -> None:
-    agent = start_agent({"mqtt": {"port": free_port()}, "cameras": [synthetic_camera()]})
-    assert agent.wait_for_log("camera cam: calibrated", 30), agent.log
-    (tmp_path / "agent-0.yaml").write_text("cameras: [{name: cam, source:")  # broken on disk meanwhile
-    agent.process.send_signal(signal.SIGHUP)
-    assert agent.wait_for_log("received SIGHUP; ignored", 10), agent.log
-    time.sleep(1)
-    assert agent.process.poll() is None
-    assert agent.stop() == 0
-    assert "agent stopped" in agent.log

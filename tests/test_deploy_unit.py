@@ -59,3 +59,4 @@ def test_unit_declares_notify_watchdog_and_restart_limits() -> None:
     assert settings["Restart"] == "on-failure"
     assert int(settings["StartLimitBurst"]) > 0 and int(settings["StartLimitIntervalSec"]) > 0
     assert settings["ExecStart"].startswith(INSTALLED_BINARY + " run --config /etc/edge-agent/")
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the agent reloads its file on SIGHUP

@@ -10,6 +10,7 @@ with YUV4MPEG frames; when the feeder stops writing but keeps the FIFO open, the
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import urllib.error
 import urllib.request
@@ -179,6 +180,25 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
     stopping = [fields for _, fields in manager.received if "STOPPING" in fields]
     assert stopping and stopping[0]["STOPPING"] == "1" and stopping[0]["STATUS"].startswith("stopping")
     assert not manager.times_of("WATCHDOG"), "no WATCHDOG_USEC, so no pings"
+    manager.close()
+
+
+def test_a_reload_is_reloading_then_ready_again_as_systemctl_reload_expects(broker, start_agent, tmp_path: Path) -> None:
+    manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
+    config = agent_config(broker, "synthetic")
+    config["cameras"][0]["synthetic"] = {"width": 96, "height": 64, "people": 1, "anomaly": None}
+    agent = start_agent(config, env={"NOTIFY_SOCKET": manager.env_value})
+    assert manager.wait_for("READY", timeout=30) is not None, agent.log
+    sent_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    agent.process.send_signal(signal.SIGHUP)
+    assert manager.wait_for("RELOADING", timeout=10) is not None, agent.log
+    manager.collect(1.0)
+    messages = [fields for _, fields in manager.received]
+    reloading = next(i for i, fields in enumerate(messages) if "RELOADING" in fields)
+    assert int(messages[reloading]["MONOTONIC_USEC"]) >= sent_at  # the same clock as systemd's
+    again = [fields for fields in messages[reloading + 1:] if "READY" in fields]
+    assert again and again[0]["STATUS"] == "config reload: applied", messages
+    assert agent.stop() == 0
     manager.close()
 
 

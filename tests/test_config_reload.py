@@ -1,0 +1,126 @@
+"""SIGHUP (``systemctl reload``): the agent reads its config file again and applies what changed,
+hot, under the remote changes; a file it cannot use changes nothing and the log says why."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.broker import LocalBroker
+from tests.conftest import AgentProcess, Subscriber
+
+#: A device id per test: the broker keeps the retained topics of the tests before.
+DEVICES = (f"reloading-{n}" for n in itertools.count())
+
+
+def camera(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "source": "synthetic", "fps": 10, "calibration": {"frames": 20},
+            "synthetic": {"anomaly": None}, **extra}
+
+
+class Running:
+    """The agent on ``agent-0.yaml``, and an operator's view of its retained topics."""
+
+    def __init__(self, agent: AgentProcess, sub: Subscriber, config: dict[str, Any], file: Path) -> None:
+        self.agent, self.sub, self.config, self.file = agent, sub, config, file
+        self.device = config["device_id"]
+
+    def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
+        change(self.config)
+        self.file.write_text(yaml.safe_dump(self.config))
+
+    def reload(self, outcome: str) -> None:
+        """SIGHUP, then wait for the ``outcome`` logged for this reload (counted, not just present)."""
+        before = self.agent.log.count(outcome)
+        self.agent.process.send_signal(signal.SIGHUP)
+        assert self.sub.wait_for(lambda: self.agent.log.count(outcome) > before, 30), self.agent.log
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.sub.on(f"{self.device}/config/state")[-1].payload)
+
+    def detector(self, name: str) -> dict[str, Any]:
+        return self.state()["config"]["cameras"][name]["detector"]
+
+    def status(self, name: str) -> bytes | None:
+        return ([m.payload for m in self.sub.on(f"{name}/status")] or [None])[-1]
+
+
+@pytest.fixture
+def running(
+    broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
+) -> Running:
+    device = next(DEVICES)
+    sub = subscribe([f"edge/{device}/#"])
+    config = {"device_id": device, "state_dir": str(tmp_path / "state"), "mqtt": {"port": broker.port},
+              "remote": {"health_timeout_s": 3}, "cameras": [camera("cam")]}
+    agent = start_agent(config)
+    assert sub.wait_for(lambda: bool(sub.on(f"{device}/config/state")), 20), agent.log
+    assert sub.wait_for(lambda: [m.payload for m in sub.on("cam/status")][-1:] == [b"online"], 20), agent.log
+    return Running(agent, sub, config, tmp_path / "agent-0.yaml")
+
+
+def test_an_edited_file_is_applied_hot_under_the_remote_changes(running: Running) -> None:
+    op = running.sub.client
+    op.publish(f"edge/{running.device}/config/set", json.dumps({"cameras": {"cam": {"detector": {"cooldown_s": 3}}}}), qos=1)
+    assert running.sub.wait_for(lambda: running.state()["version"] == 2, 20), running.agent.log
+
+    def threshold_and_a_second_camera(config: dict[str, Any]) -> None:
+        config["cameras"][0]["detector"] = {"on_threshold": 9, "off_threshold": 5}
+        config["cameras"].append(camera("door"))
+
+    running.edit(threshold_and_a_second_camera)
+    running.reload("reloaded and applied")
+    assert running.sub.wait_for(lambda: running.detector("cam")["on_threshold"] == 9, 10)
+    assert running.detector("cam")["cooldown_s"] == 3  # the remote change stays on top of the file
+    assert running.state()["version"] == 2  # versions count remote changes; the file is the base
+    assert running.sub.wait_for(lambda: running.status("door") == b"online", 20), running.agent.log
+    log = running.agent.log
+    assert "camera cam: detector changed in place" in log
+    assert log.count("camera cam: opened") == 1  # its source and model state kept running
+
+    running.reload("reloaded: no change")  # the same file again
+    assert running.agent.process.poll() is None
+    assert running.agent.stop() == 0
+    assert "Traceback" not in running.agent.log
+
+
+def test_a_file_the_agent_cannot_use_changes_nothing_and_the_log_says_why(running: Running) -> None:
+    running.file.write_text("cameras: [{name: cam, source:")
+    running.reload("config reload rejected (nothing changed)")
+    assert f"{running.file}: line 1" in running.agent.log
+
+    def port_and_threshold(config: dict[str, Any]) -> None:
+        config["mqtt"]["port"] += 1
+        config["cameras"][0]["detector"] = {"on_threshold": 9, "off_threshold": 5}
+
+    running.edit(port_and_threshold)
+    running.reload("mqtt: changed in the file; it takes a restart (systemctl restart edge-agent)")
+    running.config["mqtt"]["port"] -= 1
+
+    def unknown_key(config: dict[str, Any]) -> None:
+        config["cameras"][0]["detector"] = {"on_treshold": 9}
+
+    running.edit(unknown_key)
+    running.reload("cameras[0].detector.on_treshold: unknown key; did you mean 'on_threshold'?")
+
+    def a_source_that_delivers_nothing(config: dict[str, Any]) -> None:
+        config["cameras"][0] = camera("cam", source=str(running.file.parent / "missing.mp4"))
+
+    running.edit(a_source_that_delivers_nothing)
+    running.reload("config reload rolled_back (went back to the config that was running")
+    assert "cameras.cam: no frame within 3 s" in running.agent.log
+    assert running.sub.wait_for(lambda: running.status("cam") == b"online", 20), running.agent.log
+    log = running.agent.log
+    assert "detector changed in place" not in log  # no attempt above changed the threshold
+    assert log.count("camera cam: opened synthetic") == 2  # at the start, and back after the rollback
+    assert running.agent.process.poll() is None
+    assert running.agent.stop() == 0
+    assert "Traceback" not in running.agent.log
