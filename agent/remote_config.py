@@ -14,14 +14,18 @@ camera, ``{"cameras": {"yard": null}}`` removes it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, parse_config
 from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SECRET_KEYS = {"password"}
 #: Objects and arrays in a request nest at most this deep (a privacy mask, the deepest config key,
@@ -85,10 +89,15 @@ def redact(data: Any) -> Any:
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` so that ``path`` holds either the old or the new content, whatever happens."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk: leave no torn temporary file behind
+            tmp.unlink()
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -164,12 +173,29 @@ class ConfigStore:
             own = compose_patches(own, patch)
         else:
             groups[group] = compose_patches(groups.get(group, {}), patch)
-        if self.path.exists():
+        had_file = self.path.exists()
+        if had_file:
             os.replace(self.path, self.good_path)
         version = self.version + 1
-        atomic_write(self.path, json.dumps({"version": version, "patch": own, "groups": groups}, indent=1))
+        try:
+            atomic_write(self.path, json.dumps({"version": version, "patch": own, "groups": groups}, indent=1))
+        except OSError:
+            self._put_back(had_file)
+            raise
         self.version, self.patch, self.group_patches = version, own, groups
         return version
+
+    def _put_back(self, had_file: bool) -> None:
+        """After a failed commit, make the files say what memory says: the change is not made.
+        (The new file may be in place already if only the directory's fsync failed; a restart
+        must not bring back a change that was answered as not made.)"""
+        try:
+            if had_file:
+                os.replace(self.good_path, self.path)
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError as error:
+            log.error("remote config: cannot put %s back after a failed save: %s", self.path, error)
 
 
 def _leaf_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,45 @@ def test_the_store_persists_versions_that_only_rise_and_survives_a_torn_file(tmp
     assert [(c.name, c.fps) for c in config.cameras] == [("a", 5.0), ("b", None)]
     (tmp_path / "remote-config.json").write_text('{"version": 3, "pat')  # torn by a crash
     assert ConfigStore(data, tmp_path, None).version == 2  # the last-known-good copy
+
+
+def test_a_save_that_fails_on_a_full_disk_leaves_the_files_as_they_were(tmp_path: Path) -> None:
+    data = {"state_dir": str(tmp_path), "cameras": [{"name": "a", "source": "synthetic"}]}
+    store = ConfigStore(data, tmp_path, None)
+    store.commit({"cameras": {"a": {"fps": 5}}})
+    saved = (tmp_path / "remote-config.json").read_text()
+    (tmp_path / ".remote-config.json.tmp").symlink_to("/dev/full")  # every write there: ENOSPC
+    with pytest.raises(OSError) as caught:
+        store.commit({"cameras": {"a": {"fps": 7}}})
+    assert caught.value.errno == errno.ENOSPC
+    assert not (tmp_path / ".remote-config.json.tmp").exists()  # no torn temporary file left
+    assert (tmp_path / "remote-config.json").read_text() == saved
+    assert store.version == 2 and ConfigStore(data, tmp_path, None).validate().cameras[0].fps == 5
+
+
+def test_a_save_whose_directory_sync_fails_is_taken_back_on_disk_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rename is done when the directory's fsync fails (an I/O error here cannot be made for
+    real, so fsync of a directory is made to fail): the change is answered as not made, so the
+    files must not bring it back at the next start."""
+    data = {"state_dir": str(tmp_path), "cameras": [{"name": "a", "source": "synthetic"}]}
+    store = ConfigStore(data, tmp_path, None)
+    store.commit({"cameras": {"a": {"fps": 5}}})
+    real_fsync = os.fsync
+
+    def failing_on_directories(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_directories)
+    with pytest.raises(OSError):
+        store.commit({"cameras": {"a": {"fps": 7}}})
+    monkeypatch.undo()
+    assert store.version == 2
+    again = ConfigStore(data, tmp_path, None)
+    assert again.version == 2 and again.validate().cameras[0].fps == 5
 
 
 def test_a_camera_is_removed_by_name(tmp_path: Path) -> None:
