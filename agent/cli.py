@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from agent import __version__
@@ -66,16 +65,17 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-#: A SIGHUP that came while the agent was starting: the file may have been read before the edit.
-_hup_while_starting = threading.Event()
+#: SIGHUPs that came while the agent was starting (the file may have been read before the edit);
+#: a plain list, as a handler must take no lock.
+_hups_while_starting: list[int] = []
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     # First of all: SIGHUP's default action kills, and loading the models can take seconds on a Pi.
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: _hup_while_starting.set())
+    signal.signal(signal.SIGHUP, lambda signum, _frame: _hups_while_starting.append(signum))
     from agent.config import parse_config, read_config_data
     from agent.daemon import Agent
-    from agent.errors import ConfigError
+    from agent.reload import effective_config
     from agent.remote_config import ConfigStore
 
     path = Path(args.config)
@@ -83,17 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
     setup_logging(args.log_level or file_config.log_level, file_config.log_format)
     store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
-    try:
-        config = store.validate()
-    except ConfigError as error:
-        logging.getLogger("agent").error(
-            "the remote config changes (version %d) no longer fit %s, running on the file alone: %s",
-            store.version, path, "; ".join(error.problems))
-        config = file_config
-    agent = Agent(config, store, config_file=path)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: agent.request_reload())
-    if _hup_while_starting.is_set():
-        agent.request_reload()
+    agent = Agent(effective_config(store, file_config, path), store, config_file=path)
+    signal.signal(signal.SIGHUP, lambda signum, _frame: agent.signalled(signum))  # then no HUP is missed
+    if _hups_while_starting:
+        agent.signalled(signal.SIGHUP)
     agent.run_forever()
     return 0
 

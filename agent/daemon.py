@@ -96,11 +96,14 @@ class Agent:
         cv2.setNumThreads(OPENCV_THREADS)
         self.config = config
         self.store = store
-        #: The file SIGHUP reloads (:meth:`request_reload`), if the agent was started from one.
+        #: The file SIGHUP reloads, if the agent was started from one.
         self.config_file = config_file
         #: Held while a change (remote request, command, file reload) is made: one at a time.
         self.changes = threading.Lock()
-        self.reload_requested = threading.Event()
+        self._signals: list[int] = []
+        self._reload_lock = threading.Lock()
+        self._reload_again = False
+        self._reloader: threading.Thread | None = None
         self._config_version = store.version if store is not None else 1
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         self.stop_event = threading.Event()
@@ -300,17 +303,13 @@ class Agent:
                  next(iter(self.models.values())).info.runtime if self.models else "-")
 
     def run_forever(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: self._request_stop(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _frame: self.signalled(signum))
         self.start()
         interval = self.config.mqtt.metrics_interval_s
         next_metrics = time.monotonic() + interval
         while not self.stop_event.wait(0.5):
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                # Off the main loop: the health check of restarted cameras takes seconds, and the
-                # watchdog pings and metrics go on meanwhile.
-                threading.Thread(target=self._reload, name="config-reload", daemon=True).start()
+            self._handle_signals()
             self.service.tick()
             self.homeassistant.tick()
             if time.monotonic() >= next_metrics:
@@ -319,9 +318,37 @@ class Agent:
         self.service.stopping()
         self.shutdown()
 
-    def request_reload(self) -> None:
-        """Ask for the config file to be read again and applied (SIGHUP; safe in a signal handler)."""
-        self.reload_requested.set()
+    def signalled(self, signum: int) -> None:
+        """Note a signal for the main loop (within 0.5 s). Safe in a signal handler: a handler that
+        took a lock (``Event.set``) could wait for ever on one the main thread it interrupted holds."""
+        self._signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:
+                self._queue_reload()
+            else:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                self.stop_event.set()
+
+    def _queue_reload(self) -> None:
+        """Reload on the reload thread, off the main loop (a restarted camera's health check takes
+        seconds; the watchdog pings go on meanwhile). SIGHUPs during a reload make one more, after it."""
+        with self._reload_lock:
+            self._reload_again = True
+            if self._reloader is None:
+                self._reloader = threading.Thread(target=self._reload_while_asked, name="config-reload", daemon=True)
+                self._reloader.start()
+
+    def _reload_while_asked(self) -> None:
+        while True:
+            with self._reload_lock:
+                if not self._reload_again or self.stop_event.is_set():
+                    self._reloader = None
+                    return
+                self._reload_again = False
+            self._reload()
 
     def _reload(self) -> None:
         if self.config_file is None:
@@ -331,20 +358,29 @@ class Agent:
         notify = self.service.ready  # RELOADING=1 ... READY=1, only once systemd was told READY
         if notify:
             self.service.notifier.reloading()
+        status = "failed"
         try:
             status, _ = reload_config_file(self, self.config_file)
+        except Exception:  # noqa: BLE001 - a reload must not take the agent down
+            log.exception("config reload failed; the config that was running stays")
         finally:
             if notify:
                 self.service.notifier.ready(f"config reload: {status}")
-
-    def _request_stop(self, signum: int) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        self.stop_event.set()
 
     def shutdown(self, timeout: float = 8.0) -> None:
         self.stop_event.set()
         if self.control is not None:
             self.control.stop()
+        # A change being made (its health check ends early now) finishes first, so it does not
+        # start cameras after they were halted or publish through a closed publisher.
+        changing = self.changes.acquire(timeout=self.config.remote.health_timeout_s + 5)
+        try:
+            self._halt(timeout)
+        finally:
+            if changing:
+                self.changes.release()
+
+    def _halt(self, timeout: float) -> None:
         for runtime in self.cameras.values():
             runtime.stop.set()
         for runtime in self.cameras.values():
@@ -424,6 +460,8 @@ class Agent:
         deadline = time.monotonic() + timeout
         waiting = set(names)
         while waiting and time.monotonic() < deadline:
+            if self.stop_event.is_set():
+                return [f"cameras.{name}: not checked, the agent is stopping" for name in sorted(waiting)]
             waiting = {n for n in waiting if self.cameras[n].pipeline.frames_processed == 0}
             time.sleep(0.1)
         return [

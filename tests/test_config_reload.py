@@ -104,6 +104,11 @@ def test_a_file_the_agent_cannot_use_changes_nothing_and_the_log_says_why(runnin
     running.edit(port_and_threshold)
     running.reload("mqtt: changed in the file; it takes a restart (systemctl restart edge-agent)")
     running.config["mqtt"]["port"] -= 1
+    # a remote change after it is made on what runs, not on the file the reload turned down
+    running.sub.client.publish(f"edge/{running.device}/config/set",
+                               json.dumps({"cameras": {"cam": {"detector": {"cooldown_s": 3}}}}), qos=1)
+    assert running.sub.wait_for(lambda: running.state()["version"] == 2, 20), running.agent.log
+    assert running.detector("cam")["cooldown_s"] == 3 and running.detector("cam")["on_threshold"] == 6.0
 
     def unknown_key(config: dict[str, Any]) -> None:
         config["cameras"][0]["detector"] = {"on_treshold": 9}
@@ -119,8 +124,20 @@ def test_a_file_the_agent_cannot_use_changes_nothing_and_the_log_says_why(runnin
     assert "cameras.cam: no frame within 3 s" in running.agent.log
     assert running.sub.wait_for(lambda: running.status("cam") == b"online", 20), running.agent.log
     log = running.agent.log
-    assert "detector changed in place" not in log  # no attempt above changed the threshold
+    assert log.count("detector changed in place") == 1  # the remote cooldown; no reload changed a thing
     assert log.count("camera cam: opened synthetic") == 2  # at the start, and back after the rollback
+    assert running.agent.process.poll() is None
+    assert running.agent.stop() == 0
+    assert "Traceback" not in running.agent.log
+
+
+def test_a_burst_of_sighups_makes_a_reload_or_two_and_the_agent_runs_on(running: Running) -> None:
+    for _ in range(200):
+        running.agent.process.send_signal(signal.SIGHUP)
+    assert running.sub.wait_for(lambda: "reloaded: no change" in running.agent.log, 20), running.agent.log
+    running.sub.wait_for(lambda: False, 1.5)  # any reload still owed comes within a loop turn or two
+    reloads = running.agent.log.count("received SIGHUP; reloading")
+    assert 1 <= reloads < 20, reloads  # coalesced by the main loop, one at a time
     assert running.agent.process.poll() is None
     assert running.agent.stop() == 0
     assert "Traceback" not in running.agent.log

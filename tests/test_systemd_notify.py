@@ -183,7 +183,7 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
     manager.close()
 
 
-def test_a_reload_is_reloading_then_ready_again_as_systemctl_reload_expects(broker, start_agent, tmp_path: Path) -> None:
+def test_a_reload_says_reloading_then_ready_again_with_its_outcome(broker, start_agent, tmp_path: Path) -> None:
     manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
     config = agent_config(broker, "synthetic")
     config["cameras"][0]["synthetic"] = {"width": 96, "height": 64, "people": 1, "anomaly": None}
