@@ -122,9 +122,10 @@ class RemoteControl(threading.Thread):
         return {"request_id": request_id, "status": status, "version": self.store.version, "errors": errors}
 
     def state_message(self) -> Message:
-        """The effective config (secrets redacted) and its version, for ``config/state``."""
+        """The effective config (secrets redacted), its version and the file's revision, for ``config/state``."""
         data = to_patch_form(self.agent.config.model_dump(mode="json"))
-        body = {"version": self.store.version, "config": redact(data), "sources": self.store.sources()}
+        body = {"version": self.store.version, "file_revision": self.store.file_revision(),
+                "config": redact(data), "sources": self.store.sources()}
         return Message.json(self.agent.topics.config_state, body, retain=True)
 
     # -- commands -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -157,6 +158,12 @@ class ConfigStore:
     def validate(self, patch: dict[str, Any] | None = None, group: str | None = None) -> AgentConfig:
         """Parse and validate the effective config; raises :class:`ConfigError` with key paths."""
         return parse_config(self.effective_data(patch, group), where="config", base_dir=self.base_dir)
+
+    def file_revision(self) -> str:
+        """A short hash of the config file's data as the agent runs it (not of its bytes: comments
+        and layout do not count), so an operator sees when the file under the patches changed."""
+        canonical = json.dumps(self.file_data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def sources(self) -> dict[str, str]:
         """Where each remotely set value comes from: key path -> ``group:NAME`` or ``device``."""

@@ -76,8 +76,10 @@ def test_an_edited_file_is_applied_hot_under_the_remote_changes(running: Running
         config["cameras"][0]["detector"] = {"on_threshold": 9, "off_threshold": 5}
         config["cameras"].append(camera("door"))
 
+    revision = running.state()["file_revision"]
     running.edit(threshold_and_a_second_camera)
     running.reload("reloaded and applied")
+    assert running.sub.wait_for(lambda: running.state()["file_revision"] != revision, 10)
     assert running.sub.wait_for(lambda: running.detector("cam")["on_threshold"] == 9, 10)
     assert running.detector("cam")["cooldown_s"] == 3  # the remote change stays on top of the file
     assert running.state()["version"] == 2  # versions count remote changes; the file is the base

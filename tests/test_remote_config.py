@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -125,6 +126,15 @@ def test_a_save_whose_directory_sync_fails_is_taken_back_on_disk_too(
     assert store.version == 2
     again = ConfigStore(data, tmp_path, None)
     assert again.version == 2 and again.validate().cameras[0].fps == 5
+
+
+def test_the_file_revision_follows_the_files_settings_not_its_layout(tmp_path: Path) -> None:
+    layout_a = yaml.safe_load("# the yard\ncameras: [{name: a, source: synthetic, fps: 5}]\n")
+    layout_b = yaml.safe_load("cameras:\n  - source: synthetic   # same settings, other layout\n    fps: 5\n    name: a\n")
+    edited = yaml.safe_load("cameras: [{name: a, source: synthetic, fps: 6}]\n")
+    revisions = [ConfigStore(data, tmp_path, None).file_revision() for data in (layout_a, layout_b, edited)]
+    assert revisions[0] == revisions[1] != revisions[2]
+    assert len(revisions[0]) == 12
 
 
 def test_a_camera_is_removed_by_name(tmp_path: Path) -> None:
