@@ -159,3 +159,19 @@ def test_the_enhance_measurement_reports_gains_per_strength(tmp_path: Path) -> N
     assert all(gain > 3 for gain in report["psnr_gain_db"].values())
     assert report["well_lit_psnr_db"] >= 40 and report["ms_per_720p"] > 0 and report["frames"] == 4
     assert cv2.imread(str(tmp_path / "figure.png")).shape == (240, 3 * 360, 3)
+
+
+def test_enhancement_writes_only_into_images_of_its_own_never_the_callers_frames() -> None:
+    from agent.config import EnhanceConfig
+    from agent.enhance import Enhancer
+
+    rng = np.random.default_rng(3)
+    frames = [np.clip(rng.normal(35, 10, (72, 128, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+    before = [frame.copy() for frame in frames]
+    steps = [{}, {"denoise_frames": 1}, {"clahe": False}, {"gamma": False, "clahe": False, "sharpen": 0.5},
+             {"denoise_frames": 1, "gamma": False, "clahe": False, "sharpen": 0.5}]
+    for step in steps:
+        out = Enhancer(EnhanceConfig(mode="always", **step))(frames)
+        assert all(np.array_equal(frame, copy) for frame, copy in zip(frames, before)), step
+        assert not any(np.shares_memory(out, frame) for frame in frames), step
+        assert out.mean() > before[-1].mean() or step.get("gamma") is False, step  # it did brighten
