@@ -79,7 +79,10 @@ class RemoteControl(threading.Thread):
                 raise ConfigError("request", [
                     f"expected_version: {expected}, but the config is at version {self.store.version}"
                 ])
-            new = self.store.validate(patch, group)
+            try:
+                new = self.store.validate(patch, group)
+            except ConfigError as error:
+                raise ConfigError(error.where, error.problems + self._set_aside()) from None
         except ConfigError as error:
             log.warning("config change %s rejected: %s", request_id or "-", "; ".join(error.problems))
             return self._answer(request_id, "rejected", error.problems)
@@ -94,6 +97,18 @@ class RemoteControl(threading.Thread):
                  f" (group {group})" if group else "", self.store.version)
         self.agent.publisher.publish(self.state_message())
         return self._answer(request_id, "applied", [])
+
+    def _set_aside(self) -> list[str]:
+        """Why a request fails that is not its own fault: the stored remote changes no longer fit
+        the config file (edited since; they were set aside at the start or reload), so every
+        merge with them fails until a request also mends them."""
+        try:
+            self.store.validate()
+        except ConfigError as error:
+            return [f"(stored changes): the remote changes up to version {self.store.version} no longer fit the "
+                    f"config file and are set aside ({'; '.join(error.problems)}); a request must also mend them, "
+                    'e.g. remove a camera the file no longer has with {"cameras": {"NAME": null}}']
+        return []
 
     def _persist(self, patch: dict[str, Any], group: str | None) -> str | None:
         """Make an applied change durable; what went wrong, if it could not be (a full or

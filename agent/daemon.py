@@ -358,14 +358,16 @@ class Agent:
         notify = self.service.ready  # RELOADING=1 ... READY=1, only once systemd was told READY
         if notify:
             self.service.notifier.reloading()
-        status = "failed"
+        outcome = "failed"
         try:
-            status, _ = reload_config_file(self, self.config_file)
+            status, problems = reload_config_file(self, self.config_file)
+            outcome = status + (f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                                if problems else "")
         except Exception:  # noqa: BLE001 - a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
-            if notify:
-                self.service.notifier.ready(f"config reload: {status}")
+            if notify:  # shown until the next periodic status (5 s); the journal keeps it
+                self.service.notifier.ready(f"config reload {outcome}")
 
     def shutdown(self, timeout: float = 8.0) -> None:
         self.stop_event.set()

@@ -39,8 +39,9 @@ def effective_config(store: ConfigStore, file_config: AgentConfig, path: Path) -
 
 
 def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
-    """Apply ``path`` as it is now to the running ``agent``: ("applied", []) or (status, problems)
-    with status ``rejected`` (nothing changed) or ``rolled_back`` (tried, and went back)."""
+    """Apply ``path`` as it is now to the running ``agent``: ("applied", []), ("unchanged", []) or
+    (status, problems) with status ``rejected`` (nothing changed) or ``rolled_back`` (tried, and
+    went back)."""
     store = agent.store
     if store is None:
         return _report("rejected", ["the agent runs without a config store"])
@@ -58,7 +59,7 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
             new = effective_config(store, file_config, path)
             if new == agent.config:
                 log.info("config file %s reloaded: no change", path)
-                return "applied", []
+                return "unchanged", []
             status, problems = agent.apply(new, frozen_reason=NEEDS_RESTART)
         except BaseException:
             store.file_data = previous_file  # what is stored must stay what runs

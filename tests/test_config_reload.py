@@ -42,6 +42,14 @@ class Running:
         self.agent.process.send_signal(signal.SIGHUP)
         assert self.sub.wait_for(lambda: self.agent.log.count(outcome) > before, 30), self.agent.log
 
+    def request(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """A remote config change; the agent's answer."""
+        results = f"{self.device}/config/result"
+        before = len(self.sub.on(results))
+        self.sub.client.publish(f"edge/{self.device}/config/set", json.dumps(patch), qos=1)
+        assert self.sub.wait_for(lambda: len(self.sub.on(results)) > before, 30), self.agent.log
+        return json.loads(self.sub.on(results)[-1].payload)
+
     def state(self) -> dict[str, Any]:
         return json.loads(self.sub.on(f"{self.device}/config/state")[-1].payload)
 
@@ -143,3 +151,23 @@ def test_a_burst_of_sighups_makes_a_reload_or_two_and_the_agent_runs_on(running:
     assert running.agent.process.poll() is None
     assert running.agent.stop() == 0
     assert "Traceback" not in running.agent.log
+
+
+def test_remote_changes_that_no_longer_fit_the_edited_file_are_set_aside_and_requests_say_how_to_mend_them(
+    running: Running,
+) -> None:
+    running.edit(lambda config: config["cameras"].append(camera("door")))
+    running.reload("reloaded and applied")
+    assert running.request({"cameras": {"door": {"detector": {"cooldown_s": 3}}}})["status"] == "applied"
+    running.edit(lambda config: config["cameras"].pop())  # door taken out of the file, its patch stays
+    running.reload("no longer fit")
+    assert running.sub.wait_for(lambda: running.status("door") == b"", 20), running.agent.log  # removed
+
+    refused = running.request({"cameras": {"cam": {"detector": {"on_threshold": 9}}}})
+    assert refused["status"] == "rejected"
+    assert refused["errors"][-1].startswith("(stored changes): the remote changes up to version 2 no longer fit")
+    assert '{"cameras": {"NAME": null}}' in refused["errors"][-1]
+    mended = running.request({"cameras": {"cam": {"detector": {"on_threshold": 9}}, "door": None}})
+    assert mended["status"] == "applied" and mended["version"] == 3, mended
+    assert running.sub.wait_for(lambda: running.detector("cam")["on_threshold"] == 9, 10)
+    assert running.agent.stop() == 0

@@ -197,7 +197,13 @@ def test_a_reload_says_reloading_then_ready_again_with_its_outcome(broker, start
     reloading = next(i for i, fields in enumerate(messages) if "RELOADING" in fields)
     assert int(messages[reloading]["MONOTONIC_USEC"]) >= sent_at  # the same clock as systemd's
     again = [fields for fields in messages[reloading + 1:] if "READY" in fields]
-    assert again and again[0]["STATUS"] == "config reload: applied", messages
+    assert again and again[0]["STATUS"] == "config reload unchanged", messages  # the same file
+    (tmp_path / "agent-0.yaml").write_text("cameras: [{name: door, source:")
+    seen = len(manager.received)
+    agent.process.send_signal(signal.SIGHUP)
+    manager.collect(2.0)
+    statuses = [fields.get("STATUS", "") for _, fields in manager.received[seen:] if "READY" in fields]
+    assert statuses and statuses[0].startswith("config reload rejected: ") and "invalid YAML" in statuses[0], statuses
     assert agent.stop() == 0
     manager.close()
 
