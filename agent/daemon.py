@@ -387,6 +387,8 @@ class Agent:
             runtime.stop.set()
         for runtime in self.cameras.values():
             runtime.halt()
+        for name in self.cameras:  # retained: left "online", it would outlive the agent
+            self.publisher.publish(Message(self.topics.camera_status(name), b"offline", retain=True))
         if self.http is not None:
             self.http.stop()
         left = self.publisher.close(timeout=timeout)

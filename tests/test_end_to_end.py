@@ -115,3 +115,25 @@ def test_a_normal_video_raises_no_event(
     assert "calibrated on 150 frames" in agent.log
     assert sub.events() == []
     assert agent.stop() == 0
+
+
+def test_a_clean_stop_leaves_every_camera_offline_for_later_subscribers(
+    broker: LocalBroker,
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    live = {"source": "synthetic", "fps": 10, "synthetic": {"anomaly": None}}
+    agent = start_agent({"device_id": "stopping-box", "mqtt": {"port": broker.port},
+                         "cameras": [{"name": "gate", **live}, {"name": "yard", **live}]})
+    watcher = Subscriber(broker, ["edge/stopping-box/+/status"])
+    try:
+        assert watcher.wait_for(lambda: [m.payload for m in watcher.on("yard/status")][-1:] == [b"online"], 20), agent.log
+        assert agent.stop() == 0
+    finally:
+        watcher.close()
+    late = Subscriber(broker, ["edge/stopping-box/+/status"])
+    try:
+        assert late.wait_for(lambda: len(late.messages) >= 2, 5)
+        assert {m.topic: m.payload for m in late.messages} == {
+            "edge/stopping-box/gate/status": b"offline", "edge/stopping-box/yard/status": b"offline"}
+    finally:
+        late.close()
