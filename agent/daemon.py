@@ -7,6 +7,7 @@ events are ended, queued messages delivered within a bounded time, ``status`` se
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -34,7 +35,7 @@ from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher
 from agent.reload import reload_config_file
-from agent.remote_config import ConfigStore
+from agent.remote_config import ConfigStore, atomic_write
 from agent.topics import Topics
 from agent.watchdog import ServiceWatchdog
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Keys that only a restart applies; a remote change to them is rejected with this reason.
 RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox", "remote",
                 "log_format", "health", "http", "homeassistant")
+#: In ``state_dir``: the cameras whose retained topics this device published last.
+CAMERA_ROSTER = "cameras.json"
 #: Why a remote change cannot change a key of :data:`RESTART_ONLY`.
 FROZEN_REMOTELY = "cannot be changed over MQTT; edit the config file and restart"
 #: Camera keys that change in place, keeping the camera's model state.
@@ -288,7 +291,31 @@ class Agent:
         }
 
     # -- lifecycle ------------------------------------------------------------------------
+    def forget_departed(self) -> None:
+        """Empty the retained topics of cameras an earlier run published that this config no longer
+        has (the file was edited between runs): left, they would show them for ever. The roster
+        of published cameras is kept in ``state_dir``."""
+        roster = self.config.state_dir / CAMERA_ROSTER
+        try:
+            before = {str(name) for name in json.loads(roster.read_text(encoding="utf-8"))}
+        except (OSError, ValueError, TypeError):
+            before = set()  # the first run, or a roster lost: nothing known to forget
+        departed = sorted(before - self.cameras.keys())
+        for name in departed:
+            log.info("camera %s: not in the config any more; its retained topics are emptied", name)
+            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
+        for message in self.homeassistant.retract(departed):
+            self.publisher.publish(message)
+        self._write_roster()
+
+    def _write_roster(self) -> None:
+        try:
+            atomic_write(self.config.state_dir / CAMERA_ROSTER, json.dumps(sorted(self.cameras)))
+        except OSError as error:
+            log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
+
     def start(self) -> None:
+        self.forget_departed()
         # Cameras first: requests queued for us at the broker arrive as soon as we connect.
         for runtime in self.cameras.values():
             runtime.start()
@@ -458,6 +485,8 @@ class Agent:
         for name in started:
             cameras[name].start()
         self.publisher.publish(self._state_message())
+        if before.keys() != after.keys():
+            self._write_roster()
         return started
 
     def _health_check(self, names: list[str], timeout: float) -> list[str]:

@@ -125,13 +125,14 @@ class HomeAssistant:
             messages.append(Message(anomaly_topic(self.topics, name), self._published[name], retain=True))
         return messages
 
-    def _retract(self, names: list[str]) -> list[Message]:
-        """Empty retained payloads: Home Assistant deletes the entities, the broker the topics."""
+    def retract(self, names: list[str]) -> list[Message]:
+        """Empty retained payloads: Home Assistant deletes the entities, the broker the topics.
+        Also for cameras of an earlier run (:meth:`agent.daemon.Agent.forget_departed`)."""
         topics = [anomaly_topic(self.topics, name) for name in names]
         if self.config.homeassistant.enabled:
             topics += list(discovery_configs(self.config, names))
         for name in names:
-            del self._published[name]
+            self._published.pop(name, None)
         return [Message(topic, b"", retain=True) for topic in topics]
 
     def birth_messages(self) -> list[Message]:
@@ -150,7 +151,7 @@ class HomeAssistant:
             if not self._born:
                 return  # the first connect announces everything
             messages = self._announce(cameras, [n for n in cameras if n not in self._published])
-            messages += self._retract([n for n in self._published if n not in cameras])
+            messages += self.retract([n for n in self._published if n not in cameras])
             for name, camera in cameras.items():
                 state = ON if camera.pipeline.reporter.current is not None else OFF
                 if self._published[name] != state:

@@ -117,7 +117,7 @@ def test_a_normal_video_raises_no_event(
     assert agent.stop() == 0
 
 
-def test_a_clean_stop_leaves_every_camera_offline_for_later_subscribers(
+def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_file_is_forgotten(
     broker: LocalBroker,
     start_agent: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
@@ -137,3 +137,17 @@ def test_a_clean_stop_leaves_every_camera_offline_for_later_subscribers(
             "edge/stopping-box/gate/status": b"offline", "edge/stopping-box/yard/status": b"offline"}
     finally:
         late.close()
+
+    # the next run's file has no yard: its retained topics go, rather than show it for ever
+    again = start_agent({"device_id": "stopping-box", "mqtt": {"port": broker.port},
+                         "cameras": [{"name": "gate", **live}]})
+    assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
+    assert again.wait_for_log("camera gate: online", 20), again.log
+    fresh = Subscriber(broker, ["edge/stopping-box/+/status", "edge/stopping-box/+/anomaly"])
+    try:
+        assert fresh.wait_for(lambda: len(fresh.messages) >= 2, 5)
+        fresh.wait_for(lambda: False, 0.5)  # anything else retained arrives meanwhile
+        assert sorted(m.topic for m in fresh.messages) == ["edge/stopping-box/gate/anomaly", "edge/stopping-box/gate/status"]
+    finally:
+        fresh.close()
+    assert again.stop() == 0
