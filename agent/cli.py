@@ -285,8 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         train.parse_args(args.args)  # --help and usage errors come before the TensorFlow check
         if importlib.util.find_spec("tensorflow") is None:
-            raise UserError("training needs TensorFlow, which is not installed here: pip install 'edge-agent[train]' "
-                            "(tensorflow-cpu, about 1.6 GB; from a checkout: pip install -e '.[train]'). Only "
+            raise UserError("training needs TensorFlow, which is not installed here: pip install -e '.[train]' from "
+                            "the checkout (tensorflow-cpu, about 1.6 GB). Only "
                             "training needs it: the agent, eval and calibrate run on the TFLite runtime alone")
         return int(train.main(args.args) or 0)
     finally:
