@@ -33,3 +33,26 @@ def test_train_without_tensorflow_says_to_install_the_train_extra_from_the_check
     error = capsys.readouterr().err
     assert "pip install -e '.[train]'" in error
     assert "edge-agent[" not in error
+
+
+def test_train_writes_beside_the_shipped_model_only_when_told_to() -> None:
+    """`edge-agent train --data footage/` must not overwrite the shipped, git-tracked
+    models/ped2_cnn_gru_* files: by default a run goes to trained/ (ignored by git)."""
+    from models import train
+
+    args = train.parse_args(["--data", "footage/"])
+    assert (REPO / "models" / f"{args.name}_int8.tflite").exists()  # the shipped model's name...
+    assert Path(args.out) == Path("trained")  # ...in another folder
+    assert "/trained/" in (REPO / ".gitignore").read_text().split()
+    assert train.parse_args(["--data", "footage/", "--out", "models/"]).out == "models/"
+
+
+def test_train_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from models import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--help"])
+    assert exit_.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: trained/)", "(default: ped2_cnn_gru)", "(default: 12.0)", "(default: 1234)"):
+        assert default in help_text
