@@ -272,7 +272,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         stored_source=stored_source, progress=not args.json and sys.stderr.isatty(),
     )
     write(result, out)
-    print(json.dumps({"path": str(out), **result.record}) if args.json else format_result(result, out, camera.name))
+    print(json.dumps({"path": str(out), **result.record, "n_frames": result.stats.frames}) if args.json
+          else format_result(result, out, camera.name))
     return 0
 
 
