@@ -169,7 +169,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         assert local is not None
         lines = diff(state["config"], local)
         print("\n".join(lines) if lines else f"no difference from {args.file} (device at version {state['version']})")
-        return 0
+        return 1 if lines else 0  # as diff(1) does: scripts can test it
     finally:
         client.close()
 
@@ -355,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--json", action="store_true", help="print each event as one JSON line")
     listen.set_defaults(func=cmd_listen)
 
-    config = sub.add_parser("config", help="an operator's get/set/diff of a device's config over MQTT")
+    config = sub.add_parser(
+        "config", help="an operator's get/set/diff of a device's config over MQTT",
+        description="get: print the device's config and version. set: send PATCH; exit 0 if applied, 1 if "
+        "not. diff: compare the device's config with --file; exit 0 if they agree, 1 if they differ (like "
+        "diff(1)). Exit 2 on an error (broker, device not answering, bad arguments).")
     config.add_argument("action", choices=["get", "set", "diff"])
     config.add_argument("device", help="the device id")
     config.add_argument("patch", nargs="?", help="set: a JSON merge patch; diff: ignored")
