@@ -120,6 +120,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    import signal
+
     from agent.listen import Listener
 
     setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
@@ -130,10 +132,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     listener.connect()
     events_wanted = args.count
-    listener.run(
-        duration=args.timeout,
-        until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,
-    )
+    # SIGTERM (kill, systemd, a supervisor, timeout(1)) ends it as Ctrl-C does: summary, exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: listener.request_stop())
+    try:
+        listener.run(
+            duration=args.timeout,
+            until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     listener.close()
     if not args.json:
         print(listener.summary())
