@@ -33,8 +33,9 @@ ignores it if any of them changed).
 4. Floor, from the footage itself: the lowest of those thresholds from which on the detector
    raises at most ``target x hours`` events (rounded down) on the footage; a threshold that alarms
    more often than the target on the very footage is never suggested, whatever the fit says.
-5. The suggestion is the larger of the two, rounded up to 0.1; ``off_threshold`` keeps the
-   configured ratio to it.
+5. The suggestion is the larger of the two, rounded up to 0.1 (to three significant figures
+   from 100 on); ``off_threshold`` keeps the configured ratio to it, to three significant
+   figures.
 
 Normal footage must be normal: anything unusual in it raises the threshold (and the statistics).
 """
@@ -69,16 +70,18 @@ MIN_HALF = 20
 class ThresholdSuggestion:
     on_threshold: float
     off_threshold: float
-    #: What was asked for, and what the tail model expects at ``on_threshold``.
+    #: What was asked for, and what the tail model expects at ``on_threshold`` (``None`` when
+    #: there was no tail to fit: too few alarms at any threshold, e.g. on short footage).
     target_per_hour: float
-    expected_per_hour: float
+    expected_per_hour: float | None
     #: Events the agent's detector raises at ``on_threshold`` on the calibration footage.
     alarms_on_footage: int
     hours: float
-    #: Thresholds in the tail fit, the fitted slope of log(alarms) per unit of threshold, and
-    #: the thresholds the fit and the footage's floor gave.
+    #: Thresholds in the tail fit (0: no fit), the fitted slope of log(alarms) per unit of
+    #: threshold (``None``: no fit), and the thresholds the fit and the footage's floor gave
+    #: (without a fit, the fit's is the floor's).
     tail_points: int
-    tail_slope: float
+    tail_slope: float | None
     fitted_threshold: float
     footage_threshold: float
     out_of_sample: bool
@@ -89,9 +92,26 @@ class ThresholdSuggestion:
 class CalibrationResult:
     stats: CellStats
     suggestion: ThresholdSuggestion
+    #: Frames read; the statistics are of those past the model's warm-up (``stats.frames``).
     frames: int
     fps: float
     record: dict[str, Any]
+
+
+def significant(value: float, figures: int = 3) -> str:
+    """``value`` to ``figures`` significant figures, never in exponent form, and never with more
+    decimals than those figures need: 1206.73 -> "1210", 10.67 -> "10.7", 7.1333 -> "7.13", 5.0 -> "5"."""
+    if not math.isfinite(value):
+        return f"{value:g}"
+    return str(np.format_float_positional(float(f"{value:.{figures}g}"), trim="-"))
+
+
+def round_up(value: float) -> float:
+    """``value`` rounded up to 0.1, or to three significant figures from 100 on (1206.73 -> 1210)."""
+    if value < 100:
+        return math.ceil(value * 10 - 1e-9) / 10
+    step = 10 ** (math.floor(math.log10(value)) - 2)
+    return float(math.ceil(value / step - 1e-9) * step)
 
 
 def smooth(raw: np.ndarray, fps: float, detector: DetectorConfig) -> tuple[np.ndarray, int]:
@@ -154,7 +174,8 @@ def suggest_threshold(
         slope, intercept = np.polyfit(levels[tail], np.log(counts[tail]), 1, w=np.sqrt(counts[tail]))
     else:
         slope, intercept = float("nan"), float("nan")
-    if not slope < 0:
+    fit = bool(slope < 0)
+    if not fit:
         notes.append("too few alarms at any threshold to fit their tail: the suggestion is the footage's floor; "
                      "calibrate on longer footage")
         fitted = footage
@@ -167,13 +188,14 @@ def suggest_threshold(
     if not out_of_sample:
         notes.append(f"fewer than {2 * MIN_HALF} frames: scored with the statistics of all frames (in-sample), "
                      "which underestimates the scores")
-    on = math.ceil(max(fitted, footage) * 10) / 10
-    expected = math.exp(intercept + slope * on) / hours if slope < 0 else float("nan")
+    on = round_up(max(fitted, footage))
+    off = float(significant(_detector_at(detector, on).off_threshold))
     return ThresholdSuggestion(
-        on_threshold=on, off_threshold=round(_detector_at(detector, on).off_threshold, 2),
-        target_per_hour=target_per_hour, expected_per_hour=round(expected, 4),
+        on_threshold=on, off_threshold=off, target_per_hour=target_per_hour,
+        expected_per_hour=round(math.exp(intercept + slope * on) / hours, 4) if fit else None,
         alarms_on_footage=_alarms(segments, fps, detector, on), hours=round(hours, 4),
-        tail_points=int(tail.sum()), tail_slope=round(float(slope), 4), fitted_threshold=round(fitted, 3),
+        tail_points=int(tail.sum()) if fit else 0, tail_slope=round(float(slope), 4) if fit else None,
+        fitted_threshold=round(fitted, 3),
         footage_threshold=round(footage, 3), out_of_sample=out_of_sample, notes=notes,
     )
 
@@ -280,16 +302,25 @@ def write(result: CalibrationResult, path: Path) -> None:
 
 def format_result(result: CalibrationResult, path: Path, camera: str) -> str:
     s = result.suggestion
+    used = result.stats.frames
+    minutes = s.hours * 60
+    observed = s.alarms_on_footage / s.hours if s.hours > 0 else float("nan")
+    if s.expected_per_hour is None:
+        expected = (f"no tail to fit, so no expected rate; {s.alarms_on_footage} alarm(s) on the footage: "
+                    f"{significant(observed)}/h observed over {minutes:.1f} min")
+    else:
+        expected = (f"alarms against threshold, fitted on {s.tail_points} threshold(s): "
+                    f"{significant(s.fitted_threshold)}; expected {significant(s.expected_per_hour)}/h, "
+                    f"{s.alarms_on_footage} alarm(s) on the footage ({significant(observed)}/h observed over "
+                    f"{minutes:.1f} min)")
     lines = [
-        (f"calibrated on {result.frames} frames ({result.frames / result.fps / 60:.1f} min at {result.fps:g} fps) "
-         f"of {result.record['footage']}"),
+        (f"calibrated on {used} frames ({used / result.fps / 60:.1f} min at {result.fps:g} fps) of "
+         f"{result.record['footage']}: {result.frames} read, the first {result.frames - used} the model's warm-up"),
         (f"statistics written to {path} (the agent's calibration file for camera {camera!r}, "
          f"source {result.record['source']!r})"),
         (f"suggested threshold for {s.target_per_hour:g} false alarm(s) per hour: on_threshold {s.on_threshold:g}, "
          f"off_threshold {s.off_threshold:g}"),
-        (f"  {s.hours * 60:.1f} min of footage; alarms against threshold, fitted on {s.tail_points} threshold(s): "
-         f"{s.fitted_threshold:g}; no more alarms than the target on the footage from {s.footage_threshold:g}; "
-         f"expected {s.expected_per_hour:.3g}/h, {s.alarms_on_footage} alarm(s) on the footage"),
+        f"  no more alarms than the target on the footage from {significant(s.footage_threshold)}; {expected}",
         *(f"  note: {note}" for note in s.notes),
         "to use it, in the camera's config:",
         f"  detector: {{on_threshold: {s.on_threshold:g}, off_threshold: {s.off_threshold:g}}}",

@@ -120,6 +120,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    import signal
+
     from agent.listen import Listener
 
     setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
@@ -130,10 +132,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     listener.connect()
     events_wanted = args.count
-    listener.run(
-        duration=args.timeout,
-        until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,
-    )
+    # SIGTERM (kill, systemd, a supervisor, timeout(1)) ends it as Ctrl-C does: summary, exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: listener.request_stop())
+    try:
+        listener.run(
+            duration=args.timeout,
+            until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     listener.close()
     if not args.json:
         print(listener.summary())
@@ -169,7 +176,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         assert local is not None
         lines = diff(state["config"], local)
         print("\n".join(lines) if lines else f"no difference from {args.file} (device at version {state['version']})")
-        return 0
+        return 1 if lines else 0  # as diff(1) does: scripts can test it
     finally:
         client.close()
 
@@ -272,7 +279,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         stored_source=stored_source, progress=not args.json and sys.stderr.isatty(),
     )
     write(result, out)
-    print(json.dumps({"path": str(out), **result.record}) if args.json else format_result(result, out, camera.name))
+    print(json.dumps({"path": str(out), **result.record, "n_frames": result.stats.frames}) if args.json
+          else format_result(result, out, camera.name))
     return 0
 
 
@@ -285,8 +293,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         train.parse_args(args.args)  # --help and usage errors come before the TensorFlow check
         if importlib.util.find_spec("tensorflow") is None:
-            raise UserError("training needs TensorFlow, which is not installed here: pip install 'edge-agent[train]' "
-                            "(tensorflow-cpu, about 1.6 GB; from a checkout: pip install -e '.[train]'). Only "
+            raise UserError("training needs TensorFlow, which is not installed here: pip install -e '.[train]' from "
+                            "the checkout (tensorflow-cpu, about 1.6 GB). Only "
                             "training needs it: the agent, eval and calibrate run on the TFLite runtime alone")
         return int(train.main(args.args) or 0)
     finally:
@@ -354,7 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--json", action="store_true", help="print each event as one JSON line")
     listen.set_defaults(func=cmd_listen)
 
-    config = sub.add_parser("config", help="an operator's get/set/diff of a device's config over MQTT")
+    config = sub.add_parser(
+        "config", help="an operator's get/set/diff of a device's config over MQTT",
+        description="get: print the device's config and version. set: send PATCH; exit 0 if applied, 1 if "
+        "not. diff: compare the device's config with --file; exit 0 if they agree, 1 if they differ (like "
+        "diff(1)). Exit 2 on an error (broker, device not answering, bad arguments).")
     config.add_argument("action", choices=["get", "set", "diff"])
     config.add_argument("device", help="the device id")
     config.add_argument("patch", nargs="?", help="set: a JSON merge patch; diff: ignored")

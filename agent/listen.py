@@ -117,6 +117,8 @@ class Listener:
         self.on_event = on_event
         self.result = ListenResult()
         self.subscribed = threading.Event()
+        #: Set by :meth:`request_stop`, from a signal handler: a plain attribute, no lock to wait on.
+        self._stop_requested = False
         self._client = command_client(broker)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
@@ -199,11 +201,16 @@ class Listener:
         """Connect and subscribe; :class:`UserError` if the broker cannot be reached or refuses."""
         connect_or_fail(self._client, self.broker)
 
+    def request_stop(self) -> None:
+        """End :meth:`run` within its 0.1 s poll, as Ctrl-C does; safe to call from a signal handler."""
+        self._stop_requested = True
+
     def run(self, *, duration: float | None = None, until: Callable[[], bool] | None = None) -> ListenResult:
-        """Process messages until ``duration`` passes or ``until()`` is true (or Ctrl-C)."""
+        """Process messages until ``duration`` passes or ``until()`` is true (or Ctrl-C, or
+        :meth:`request_stop`)."""
         deadline = None if duration is None else time.monotonic() + duration
         try:
-            while deadline is None or time.monotonic() < deadline:
+            while not self._stop_requested and (deadline is None or time.monotonic() < deadline):
                 rc = self._client.loop(timeout=0.1)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     self._print(f"{_now()}  connection lost ({mqtt.error_string(rc)}); reconnecting")

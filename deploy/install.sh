@@ -5,6 +5,7 @@
 #   deploy/install.sh [--dry-run] [--no-start] install     install, or upgrade in place
 #   deploy/install.sh [--dry-run] uninstall [--purge]      remove the service and the venv;
 #                                                          --purge also removes config and state
+#   deploy/install.sh --help                               this text (exit 0; a wrong argument: exit 2)
 #
 # Install is idempotent, and is also the upgrade: a new venv is built beside the running one
 # (/opt/edge-agent/venv-TIMESTAMP) and the /opt/edge-agent/venv link is switched to it only once
@@ -31,9 +32,10 @@ start=1
 purge=0
 action=""
 
+# The comment block at the top, then exit with $1: 0 when asked for (--help), 2 on a usage error.
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-    exit 2
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+    exit "$1"
 }
 
 while [ $# -gt 0 ]; do
@@ -42,12 +44,12 @@ while [ $# -gt 0 ]; do
         --no-start) start=0 ;;
         --purge) purge=1 ;;
         install | uninstall) action=$1 ;;
-        -h | --help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
+        -h | --help) usage 0 ;;
+        *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
     shift
 done
-[ -n "$action" ] || usage
+[ -n "$action" ] || usage 2
 
 say() { printf '==> %s\n' "$*"; }
 

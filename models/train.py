@@ -1,11 +1,12 @@
 """Train the streaming CNN+ConvGRU motion model on normal footage and export int8 TFLite.
 
-    python -m models.train --data /work/shared/data/ucsd-ped2/training/frames --out models/
-    (or: edge-agent train --data ... --out ...)
+    python -m models.train --data /work/shared/data/ucsd-ped2/training/frames
+    (or: edge-agent train --data ...)
 
 --data accepts a folder of clip sub-folders of images, a flat folder of images, or a video file.
 Writes <out>/<name>_int8.tflite, <out>/<name>_float.tflite and the sidecar <out>/<name>_int8.json
-(input format, state size, warm-up, per-cell calibration on this footage, training record).
+(input format, state size, warm-up, per-cell calibration on this footage, training record). The
+default <out> is trained/, not models/: the shipped model is replaced only by naming models/.
 
 What the model learns (no labels: normal footage only). For each pair of frames the teacher,
 OpenCV's Farneback optical flow, gives per pixel speed (px per frame at the model's input size)
@@ -36,14 +37,25 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 NAME = "ped2_cnn_gru"
+#: Where a run writes by default: not models/, whose ped2_cnn_gru files are the shipped model.
+OUT = "trained/"
 #: Teacher values (speed x change, block means) are scaled by this before the square root.
 TARGET_SCALE = 10.0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module's docstring as written, and each option's default after its help where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--data", required=True, help="folder of clip folders, flat image folder, or video file")
-    p.add_argument("--out", default="models/", help="output folder")
+    p.add_argument("--out", default=OUT, help="output folder (models/ replaces the shipped model)")
     p.add_argument("--name", default=NAME, help="file name stem")
     p.add_argument("--epochs", type=int, default=40, help="epochs (one epoch = #windows / batch steps)")
     p.add_argument("--minutes", type=float, default=12.0, help="wall-time cap for the training loop")
@@ -52,11 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "any machine (by default as many as --epochs and --minutes allow, which depends on the "
                         "machine's speed and load)")
     p.add_argument("--seq-len", type=int, default=5, help="unrolled training sequence length T")
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--width", type=int, default=144)
+    p.add_argument("--batch", type=int, default=12, help="sequences per training step")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate at the top of its cosine schedule")
+    p.add_argument("--seed", type=int, default=1234, help="seed of every random choice")
+    p.add_argument("--height", type=int, default=96, help="model input height (px)")
+    p.add_argument("--width", type=int, default=144, help="model input width (px)")
     p.add_argument("--gru-ch", type=int, default=12, help="ConvGRU channels at 1/4 resolution")
     p.add_argument("--skips", type=int, nargs="+", default=(1, 1, 2, 3, 4, 6, 9, 12),
                    help="frame strides of the training sequences (>1: faster motion than the footage has; "

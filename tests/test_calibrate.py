@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
+import cv2
 import numpy as np
 import pytest
 import yaml
 
-from agent.calibrate import smooth, suggest_threshold
+from agent.calibrate import CalibrationResult, format_result, smooth, suggest_threshold
 from agent.capture import FrameSlot
 from agent.cli import main
 from agent.config import DetectorConfig, SyntheticConfig, load_config
@@ -110,3 +113,41 @@ def test_calibrate_needs_a_duration_for_live_sources_and_says_so(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", "--source", "rtsp://127.0.0.1:9/none", "--out", str(tmp_path / "c.json")]) == 2
     assert "--duration is needed for a live source" in capsys.readouterr().err
+
+
+def test_footage_too_short_for_a_tail_fit_reports_the_observed_rate_not_nan() -> None:
+    """Too few alarms at any threshold to fit their tail (here: no alarm at all in 18 s): no
+    rate can be extrapolated, so none is claimed; the output says what the footage showed."""
+    flat = [np.ones(90), np.ones(90)]
+    suggestion = suggest_threshold(flat, 10.0, 1.0, DetectorConfig())
+    assert suggestion.expected_per_hour is None and suggestion.tail_slope is None and suggestion.tail_points == 0
+    json.dumps(asdict(suggestion), allow_nan=False)  # the file and --json stay strict JSON
+    stats = CellStats(mean=np.zeros((4, 6)), std=np.ones((4, 6)), frames=179)
+    result = CalibrationResult(stats, suggestion, 180, 10.0, {"footage": "clip/", "source": "clip/"})
+    text = format_result(result, Path("c.json"), "yard")
+    assert "nan" not in text.lower()
+    assert "no expected rate; 0 alarm(s) on the footage: 0/h observed over 0.3 min" in text
+
+
+def test_calibrate_says_how_many_frames_the_statistics_hold_and_rounds_the_thresholds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The statistics hold every frame past the model's warm-up (the count the agent logs when it
+    loads the file); thresholds are printed to three significant figures, not 1206.73."""
+    footage = tmp_path / "clip"
+    footage.mkdir()
+    rng = np.random.default_rng(0)
+    background = rng.integers(90, 110, (240, 360), dtype=np.uint8)
+    for index in range(60):  # someone walking across a still scene
+        frame = background.copy()
+        frame[100:130, 20 + 3 * index:32 + 3 * index] = 200
+        assert cv2.imwrite(str(footage / f"{index:03d}.png"), frame)
+    out = tmp_path / "clip.json"
+    assert main(["calibrate", "--source", str(footage), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    held = CellStats.load(out).frames
+    assert held == 59  # the first frame only fills the model's state
+    assert text.startswith(f"calibrated on {held} frames ") and "60 read" in text
+    on, off = re.search(r"detector: \{on_threshold: ([\d.]+), off_threshold: ([\d.]+)\}", text).groups()
+    for printed in (on, off):
+        assert len(printed.replace(".", "").lstrip("0").rstrip("0")) <= 3, text
+    assert "nan" not in text.lower()

@@ -30,6 +30,9 @@ def test_the_demo_shows_both_scripted_anomalies_and_stops_what_it_started(tmp_pa
     out = result.stdout
     assert re.search(r"demo-box/walkway\s+START", out) and re.search(r"demo-box/lawn\s+START", out), out
     assert "0 missing, 0 duplicate(s)" in out
+    # Each status once, as the README's sample shows: listen prints a status when it changes.
+    for name in ("demo-box", "demo-box/walkway", "demo-box/lawn"):
+        assert len(re.findall(rf"{name}\s+status online", out)) == 1, out
     snapshots = sorted((tmp_path / "snapshots" / "demo-box").glob("*/*.jpg"))
     assert {p.parent.name for p in snapshots} == {"walkway", "lawn"}
     assert all(cv2.imread(str(p)) is not None for p in snapshots)

@@ -75,3 +75,16 @@ def test_unknown_argument_is_refused_with_usage() -> None:
     result = subprocess.run(["bash", str(SCRIPTS[0]), "--dry-run", "instal"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown argument: instal" in result.stderr and "uninstall" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_succeeds(flag: str) -> None:
+    result = subprocess.run(["bash", str(SCRIPTS[0]), flag], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "deploy/install.sh [--dry-run] [--no-start] install" in result.stdout and result.stderr == ""
+
+
+def test_no_action_is_a_usage_error() -> None:
+    result = subprocess.run(["bash", str(SCRIPTS[0]), "--dry-run"], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 2 and "uninstall [--purge]" in result.stdout

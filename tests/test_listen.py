@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,3 +114,19 @@ def test_listen_prints_a_device_status_when_it_changes_not_when_it_is_repeated(
     assert listen.returncode == 0, err
     statuses = [line.split()[-1] for line in out.splitlines() if " box/cam " in line and " status " in line]
     assert statuses == ["online", "offline", "online"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_listen_stopped_by_ctrl_c_or_sigterm_prints_its_summary_and_exits_0(
+    broker: LocalBroker, publisher: mqtt.Client, stop: signal.Signals,
+) -> None:
+    """kill, systemd and supervisors stop it with SIGTERM: the same ending as Ctrl-C."""
+    with listening(publisher, "box", "--port", str(broker.port)) as listen:
+        assert listen.stdout is not None
+        publisher.publish("edge/box/cam/event", event_message(1, "box"), qos=1).wait_for_publish(5)
+        assert " START " in listen.stdout.readline()
+        listen.send_signal(stop)
+        out, err = listen.communicate(timeout=10)
+    assert listen.returncode == 0, err
+    assert "1 event message(s) (1 start); 0 snapshot(s) saved; 0 missing, 0 duplicate(s)" in out
+    assert "Traceback" not in err

@@ -115,3 +115,16 @@ def test_the_literature_protocol_takes_the_log_so_one_clips_peak_does_not_bury_i
     assert roc_auc(logged, labels) == 1.0
     # everything at or below the quiet level (warm-up zeros, sub-spread scores) is the clip's bottom
     assert list(literature_values(np.array([0.0, 0.5, 1.0, np.e]), quiet=1.0)) == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_the_header_says_what_the_normal_footage_was_used_for(labelled_set: Path) -> None:
+    """With --no-localisation the normal footage still gives the per-cell baseline its statistics,
+    and the header says only that."""
+    with_it = format_report(evaluate(Options(data=labelled_set, normal=labelled_set / "training" / "frames")))
+    without = format_report(evaluate(Options(data=labelled_set, normal=labelled_set / "training" / "frames",
+                                             localisation=False)))
+    header, = (line for line in with_it.splitlines() if line.startswith("normal footage"))
+    assert header.endswith("(the per-cell baseline's statistics, the localisation)")
+    header, = (line for line in without.splitlines() if line.startswith("normal footage"))
+    assert header.endswith("(the per-cell baseline's statistics; no localisation: --no-localisation)")
+    assert "localisation: the hottest cell" not in without

@@ -401,8 +401,12 @@ def test_the_operator_cli_gets_sets_and_diffs_a_device_config(
     local.write_text("cameras:\n- name: cam\n  detector: {cooldown_s: 5}\n")
     assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
     diffed = cli("diff", DEVICE, "--file", str(local))
-    assert diffed.returncode == 0, diffed.stderr
+    assert diffed.returncode == 1, diffed.stderr  # they differ: 1, as diff(1) says it
     assert "cameras.cam.detector.cooldown_s: 9.0 on the device, 5 in the file" in diffed.stdout
+    local.write_text("cameras:\n- name: cam\n  detector: {cooldown_s: 9}\n")
+    same = cli("diff", DEVICE, "--file", str(local))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert f"no difference from {local}" in same.stdout
     assert agent.stop() == 0
 
 

@@ -22,7 +22,7 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise UserError("the plots need matplotlib: pip install 'edge-agent[eval]' (or --no-plots)") from None
+        raise UserError("the plots need matplotlib: pip install -e '.[eval]' from the checkout (or --no-plots)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

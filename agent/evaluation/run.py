@@ -112,6 +112,7 @@ def _learn_normal(path: Path, fps: float, cell: CellDifference, boxes: ObjectBox
     bar.close()
     cell.fit()
     return {"path": str(path), "clips": clips, "frames": frames,
+            "used_for": ["per-cell baseline"] + (["localisation"] if boxes is not None else []),
             "speed_threshold": boxes.fit() if boxes is not None else None}
 
 
@@ -316,9 +317,14 @@ def format_report(evaluation: Evaluation) -> str:
         f"model {r['model']} ({r['model_bytes'] / 1000:.1f} kB)",
     ]
     normal = r["normal_footage"]
-    lines.append(f"normal footage {normal['path']}: {normal['clips']} clip(s), {normal['frames']} frames "
-                 "(baselines' statistics, localisation)" if normal else
-                 "no normal footage (--normal): no per-cell baseline, no localisation")
+    if normal:
+        uses = ", ".join(("the per-cell baseline's statistics" if use == "per-cell baseline" else "the " + use)
+                         for use in normal["used_for"])
+        lines.append(f"normal footage {normal['path']}: {normal['clips']} clip(s), {normal['frames']} frames "
+                     f"({uses}" + ("" if "localisation" in normal["used_for"] else "; no localisation: "
+                                   "--no-localisation") + ")")
+    else:
+        lines.append("no normal footage (--normal): no per-cell baseline, no localisation")
     p = r["protocol"]
     lines += [
         f"protocol: micro AUC over all frames; raw score = largest per-cell z-score (grid {p['grid'][0]}x"
