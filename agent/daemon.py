@@ -388,8 +388,8 @@ class Agent:
         outcome = "failed"
         try:
             status, problems = reload_config_file(self, self.config_file)
-            outcome = status + (f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-                                if problems else "")
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            outcome = f"{status}: {problems[0]}{more}" if problems else status
         except Exception:  # noqa: BLE001 - a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
