@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import threading
@@ -22,7 +23,7 @@ import cv2
 
 from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
-from agent.config import AgentConfig, CameraConfig
+from agent.config import NAME_PATTERN, AgentConfig, CameraConfig
 from agent.control import RemoteControl
 from agent.errors import ModelError, UserError
 from agent.events import EventReporter
@@ -295,18 +296,35 @@ class Agent:
         """Empty the retained topics of cameras an earlier run published that this config no longer
         has (the file was edited between runs): left, they would show them for ever. The roster
         of published cameras is kept in ``state_dir``."""
-        roster = self.config.state_dir / CAMERA_ROSTER
-        try:
-            before = {str(name) for name in json.loads(roster.read_text(encoding="utf-8"))}
-        except (OSError, ValueError, TypeError):
-            before = set()  # the first run, or a roster lost: nothing known to forget
-        departed = sorted(before - self.cameras.keys())
+        departed = sorted(self._read_roster() - self.cameras.keys())
         for name in departed:
             log.info("camera %s: not in the config any more; its retained topics are emptied", name)
             self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
         for message in self.homeassistant.retract(departed):
             self.publisher.publish(message)
         self._write_roster()
+
+    def _read_roster(self) -> set[str]:
+        """The camera names in the roster; none if there is none (the first run) or it is damaged.
+        Only camera names count: anything else would become a topic, and one with ``+`` or ``#``
+        in it would take the MQTT publisher down."""
+        roster = self.config.state_dir / CAMERA_ROSTER
+        lost = "cameras removed from the config before this start keep their retained topics"
+        try:
+            names = json.loads(roster.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, RecursionError) as error:
+            log.warning("camera roster %s unreadable (%s); %s", roster, error, lost)
+            return set()
+        if not isinstance(names, list):
+            log.warning("camera roster %s is not a list of camera names; %s", roster, lost)
+            return set()
+        good = [name for name in names if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)]
+        if len(good) < len(names):
+            log.warning("camera roster %s: ignored %d entr(ies) that are not camera names",
+                        roster, len(names) - len(good))
+        return set(good)
 
     def _write_roster(self) -> None:
         try:

@@ -151,3 +151,38 @@ def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_
     finally:
         fresh.close()
     assert again.stop() == 0
+
+
+def test_a_damaged_camera_roster_forgets_only_camera_names_and_the_agent_publishes_on(
+    broker: LocalBroker,
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "roster-state"
+    state.mkdir()
+    # Written by hand or half by a bug: names that are no camera's would become topics, and a
+    # wildcard in a topic makes paho raise on the publisher thread, which then sends nothing more.
+    (state / "cameras.json").write_text(json.dumps(["gate", "old", "yard/#", "+", 7, None, ["x"], "old"]))
+    sub = Subscriber(broker, ["edge/roster-box/#"])
+    try:
+        agent = start_agent({"device_id": "roster-box", "mqtt": {"port": broker.port}, "state_dir": str(state),
+                             "cameras": [{"name": "gate", "source": "synthetic", "fps": 10,
+                                          "synthetic": {"anomaly": None}}]})
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("gate/status")][-1:] == [b"online"], 20), agent.log
+        assert [m.payload for m in sub.on("old/status")] == [b""]  # the one departed camera named
+        assert sorted({m.topic for m in sub.messages if m.payload == b""}) == [
+            "edge/roster-box/old/anomaly", "edge/roster-box/old/status"]
+        assert "camera roster" in agent.log and "ignored 5 entr(ies) that are not camera names" in agent.log
+        assert json.loads((state / "cameras.json").read_text()) == ["gate"]
+        for text in ("[1, 2", '{"gate": 1}', '"gate"'):  # not JSON, not a list: nothing to forget
+            (state / "cameras.json").write_text(text)
+            assert agent.stop() == 0
+            agent = start_agent({"device_id": "roster-box", "mqtt": {"port": broker.port}, "state_dir": str(state),
+                                 "cameras": [{"name": "gate", "source": "synthetic", "fps": 10,
+                                              "synthetic": {"anomaly": None}}]})
+            assert agent.wait_for_log("camera gate: online", 20), agent.log
+            assert "camera roster" in agent.log and "not in the config any more" not in agent.log
+        assert agent.stop() == 0
+        assert "Traceback" not in agent.log and "thread has died" not in agent.log
+    finally:
+        sub.close()
