@@ -104,6 +104,10 @@ class Agent:
         self.config_file = config_file
         #: Held while a change (remote request, command, file reload) is made: one at a time.
         self.changes = threading.Lock()
+        #: Guards the roster file and :attr:`_unretracted` (written from the publisher thread too).
+        self._roster_lock = threading.Lock()
+        #: Cameras gone whose emptied retained topics the broker has not acknowledged yet.
+        self._unretracted: set[str] = set()
         self._signals: list[int] = []
         self._reload_lock = threading.Lock()
         self._reload_again = False
@@ -299,9 +303,27 @@ class Agent:
         departed = sorted(self._read_roster() - self.cameras.keys())
         for name in departed:
             log.info("camera %s: not in the config any more; its retained topics are emptied", name)
-            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
-        for message in self.homeassistant.retract(departed):
-            self.publisher.publish(message)
+        self._retract(departed)
+        self._write_roster()
+
+    def _retract(self, names: list[str]) -> None:
+        """Empty the retained topics of cameras gone (removed now, or before this start): status,
+        snapshots, anomaly and Home Assistant discovery. Each stays in the roster until the broker
+        acknowledged its emptying, so one that a stop with the broker away cut short is done again
+        at the next start."""
+        for name in names:
+            with self._roster_lock:
+                self._unretracted.add(name)
+            topics = [self.topics.snapshot(name, kind) for kind in ("", "clean", "crop")]
+            for message in [*(Message(topic, b"", retain=True) for topic in topics), *self.homeassistant.retract([name])]:
+                self.publisher.publish(message)
+            # the last of them: acknowledged in order, so once it is, they all are
+            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True),
+                                   on_acked=lambda name=name: self._retracted(name))
+
+    def _retracted(self, name: str) -> None:
+        with self._roster_lock:
+            self._unretracted.discard(name)
         self._write_roster()
 
     def _read_roster(self) -> set[str]:
@@ -327,10 +349,14 @@ class Agent:
         return set(good)
 
     def _write_roster(self) -> None:
-        try:
-            atomic_write(self.config.state_dir / CAMERA_ROSTER, json.dumps(sorted(self.cameras)))
-        except OSError as error:
-            log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
+        """Save the cameras whose retained topics may be on the broker: those running, and those
+        gone whose emptying the broker has not acknowledged yet."""
+        with self._roster_lock:
+            names = sorted(self.cameras.keys() | self._unretracted)
+            try:
+                atomic_write(self.config.state_dir / CAMERA_ROSTER, json.dumps(names))
+            except OSError as error:
+                log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
 
     def start(self) -> None:
         self.forget_departed()
@@ -480,9 +506,9 @@ class Agent:
         after = {c.name: c for c in new.cameras if c.enabled}
         cameras = dict(self.cameras)
         started = []
-        for name in before.keys() - after.keys():
+        removed = sorted(before.keys() - after.keys())
+        for name in removed:
             cameras.pop(name).halt()
-            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
             log.info("camera %s: removed", name)
         for name, camera in after.items():
             previous = before.get(name)
@@ -500,6 +526,7 @@ class Agent:
             cameras[name] = self._build_camera(camera)
             started.append(name)
         self.cameras = cameras
+        self._retract(removed)
         for name in started:
             cameras[name].start()
         self.publisher.publish(self._state_message())

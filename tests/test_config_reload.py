@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from agent.broker import LocalBroker
-from tests.conftest import AgentProcess, Subscriber
+from tests.conftest import AgentProcess, Subscriber, wait_until
 
 #: A device id per test: the broker keeps the retained topics of the tests before.
 DEVICES = (f"reloading-{n}" for n in itertools.count())
@@ -171,3 +171,64 @@ def test_remote_changes_that_no_longer_fit_the_edited_file_are_set_aside_and_req
     assert mended["status"] == "applied" and mended["version"] == 3, mended
     assert running.sub.wait_for(lambda: running.detector("cam")["on_threshold"] == 9, 10)
     assert running.agent.stop() == 0
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["broker-back-in-the-run", "agent-restarted-meanwhile"])
+def test_a_camera_a_reload_removes_while_the_broker_is_away_has_its_retained_topics_emptied_once_it_is_back(
+    start_agent: Callable[..., AgentProcess], tmp_path: Path, restart: bool,
+) -> None:
+    """The emptying waits in memory while the broker is away; the roster keeps the camera until
+    the broker acknowledged it, so a stop meanwhile leaves it to the next start."""
+    broker = LocalBroker(persistence=True).start()  # keeps the retained topics across its restart
+    device = next(DEVICES)
+    config = {"device_id": device, "mqtt": {"port": broker.port, "reconnect_max_s": 1},
+              "homeassistant": {"enabled": True}, "cameras": [camera("gate"), camera("yard")]}
+    yard = [f"edge/{device}/yard/{leaf}" for leaf in ("status", "anomaly", "snapshot")] + [
+        f"homeassistant/{kind}/{device}/yard_{entity}/config"
+        for kind, entity in (("binary_sensor", "anomaly"), ("sensor", "score"), ("sensor", "fps"))]
+
+    def retained() -> dict[str, bytes]:
+        sub = Subscriber(broker, [f"edge/{device}/#", f"homeassistant/+/{device}/#"])
+        try:
+            sub.wait_for(lambda: False, 1.0)
+            return {m.topic: m.payload for m in sub.messages if m.retain}
+        finally:
+            sub.close()
+
+    try:
+        first = start_agent(config)
+        assert first.wait_for_log("camera yard: online", 20), first.log
+        sub = Subscriber(broker, [f"edge/{device}/yard/snapshot"])
+        sub.client.publish(f"edge/{device}/yard/snapshot", b"\xff\xd8 an event's", qos=1, retain=True).wait_for_publish(5)
+        sub.close()
+        assert first.stop() == 0
+        assert set(yard) <= retained().keys()
+
+        broker.stop()
+        away = start_agent(config)  # never connects: nothing announced or emptied by this run yet
+        assert away.wait_for_log("camera yard: online", 20), away.log
+        config["cameras"].pop()
+        (tmp_path / "agent-1.yaml").write_text(yaml.safe_dump(config))
+        away.process.send_signal(signal.SIGHUP)
+        assert away.wait_for_log("reloaded and applied", 20), away.log
+        roster = tmp_path / "state" / "cameras.json"
+        assert json.loads(roster.read_text()) == ["gate", "yard"]  # not emptied on the broker yet
+        if restart:
+            assert away.stop() == 0  # the emptying, still in memory, is lost with the process
+            assert json.loads(roster.read_text()) == ["gate", "yard"]
+            broker.start()
+            again = start_agent(config)
+            assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
+        else:
+            broker.start()
+            assert away.wait_for_log("MQTT connected", 20), away.log
+        assert wait_until(lambda: json.loads(roster.read_text()) == ["gate"], 20), roster.read_text()
+        left = retained()
+        assert {topic: left[topic] for topic in yard if topic in left} == {}
+        assert left[f"edge/{device}/gate/status"] == b"online"
+        assert f"homeassistant/binary_sensor/{device}/gate_anomaly/config" in left
+        agent = again if restart else away
+        assert agent.stop() == 0
+        assert "Traceback" not in agent.log
+    finally:
+        broker.cleanup()

@@ -16,7 +16,7 @@ import numpy as np
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
 from agent.inference import DEFAULT_MODEL
-from tests.conftest import AgentProcess, Subscriber
+from tests.conftest import AgentProcess, Subscriber, wait_until
 
 ANOMALY_START, ANOMALY_LENGTH = 20.0, 4.0
 #: How long after the anomaly leaves the frame its event may take to end (smoothing, GRU memory).
@@ -170,10 +170,9 @@ def test_a_damaged_camera_roster_forgets_only_camera_names_and_the_agent_publish
                                           "synthetic": {"anomaly": None}}]})
         assert sub.wait_for(lambda: [m.payload for m in sub.on("gate/status")][-1:] == [b"online"], 20), agent.log
         assert [m.payload for m in sub.on("old/status")] == [b""]  # the one departed camera named
-        assert sorted({m.topic for m in sub.messages if m.payload == b""}) == [
-            "edge/roster-box/old/anomaly", "edge/roster-box/old/status"]
+        assert {m.topic.split("/")[2] for m in sub.messages if m.payload == b""} == {"old"}
         assert "camera roster" in agent.log and "ignored 5 entr(ies) that are not camera names" in agent.log
-        assert json.loads((state / "cameras.json").read_text()) == ["gate"]
+        assert wait_until(lambda: json.loads((state / "cameras.json").read_text()) == ["gate"], 5)
         for text in ("[1, 2", '{"gate": 1}', '"gate"'):  # not JSON, not a list: nothing to forget
             (state / "cameras.json").write_text(text)
             assert agent.stop() == 0
