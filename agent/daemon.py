@@ -49,6 +49,8 @@ RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox
 CAMERA_ROSTER = "cameras.json"
 #: Why a remote change cannot change a key of :data:`RESTART_ONLY`.
 FROZEN_REMOTELY = "cannot be changed over MQTT; edit the config file and restart"
+#: Why a change or command that comes once the agent is stopping is not made.
+STOPPING = "the agent is stopping"
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 #: OpenCV's own worker pool, for one call: none. Every camera already runs a reader and a pipeline
@@ -474,8 +476,12 @@ class Agent:
         Cameras whose source-side settings change are restarted (their model state starts
         afresh); cameras with only detector, snapshot or tamper changes are updated in place;
         untouched cameras keep running undisturbed. A started camera must deliver a frame within
-        ``remote.health_timeout_s``, or everything goes back to the previous config.
+        ``remote.health_timeout_s``, or everything goes back to the previous config. Once the agent
+        stops, nothing changes: a change that waited for :attr:`changes` while the cameras were
+        halted would start them again.
         """
+        if self.stop_event.is_set():
+            return "rejected", [STOPPING]
         frozen = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
         if frozen:
             return "rejected", [f"{key}: {frozen_reason}" for key in frozen]
@@ -550,6 +556,8 @@ class Agent:
 
     def run_command(self, name: str, camera: str | None) -> list[str]:
         """Carry out a remote command on one camera or all; returns the cameras it touched."""
+        if self.stop_event.is_set():
+            raise UserError(STOPPING)  # a restarted camera would outlive the halt
         targets = [camera] if camera is not None else list(self.cameras)
         for target in targets:
             runtime = self.cameras[target]

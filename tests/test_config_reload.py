@@ -63,12 +63,13 @@ class Running:
 @pytest.fixture
 def running(
     broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
-    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
+    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path, request: pytest.FixtureRequest,
 ) -> Running:
+    """Indirectly parametrized, the parameter is ``remote.health_timeout_s`` (default 3)."""
     device = next(DEVICES)
     sub = subscribe([f"edge/{device}/#"])
     config = {"device_id": device, "state_dir": str(tmp_path / "state"), "mqtt": {"port": broker.port},
-              "remote": {"health_timeout_s": 3}, "cameras": [camera("cam")]}
+              "remote": {"health_timeout_s": getattr(request, "param", 3)}, "cameras": [camera("cam")]}
     agent = start_agent(config)
     assert sub.wait_for(lambda: bool(sub.on(f"{device}/config/state")), 20), agent.log
     assert sub.wait_for(lambda: [m.payload for m in sub.on("cam/status")][-1:] == [b"online"], 20), agent.log
@@ -232,3 +233,22 @@ def test_a_camera_a_reload_removes_while_the_broker_is_away_has_its_retained_top
         assert "Traceback" not in agent.log
     finally:
         broker.cleanup()
+
+
+@pytest.mark.parametrize("running", [30], indirect=True)  # the change is still checking when SIGTERM comes
+def test_a_reload_still_waiting_when_the_agent_stops_changes_nothing(running: Running) -> None:
+    """The remote change in its health check holds the changes; the reload asked for meanwhile
+    waits for it. SIGTERM then: the change's check is cut short and it goes back, and the reload,
+    which comes after, must not start cameras on an agent that is halting them."""
+    missing = str(running.file.parent / "missing.mp4")
+    running.sub.client.publish(f"edge/{running.device}/config/set",
+                               json.dumps({"cameras": {"cam": {"source": missing}}}), qos=1)
+    assert running.agent.wait_for_log("camera cam: offline", 10), running.agent.log
+    running.edit(lambda config: config["cameras"].append(camera("door")))
+    running.agent.process.send_signal(signal.SIGHUP)
+    assert running.agent.wait_for_log("received SIGHUP; reloading", 5), running.agent.log
+    assert running.agent.stop() == 0
+    log = running.agent.log
+    assert "config change - rolled_back: cameras.cam: not checked, the agent is stopping" in log
+    assert "camera door" not in log, log[log.index("received SIGTERM"):]
+    assert "Traceback" not in log
