@@ -66,15 +66,19 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
             raise
         if status != "applied":
             store.file_data = previous_file
-            return _report(status, problems)
+            return _report(status, problems, stopping=agent.stop_event.is_set())
         if agent.control is not None:
             agent.publisher.publish(agent.control.state_message())
     log.info("config file %s reloaded and applied", path)
     return "applied", []
 
 
-def _report(status: str, problems: list[str]) -> tuple[str, list[str]]:
-    what = ("nothing changed" if status == "rejected"
-            else "went back to the config that was running; the file still has the edit, so fix it before a restart")
+def _report(status: str, problems: list[str], *, stopping: bool = False) -> tuple[str, list[str]]:
+    if status == "rejected":
+        what = "nothing changed"
+    elif stopping:  # its health check was cut short: nothing is known against the edit
+        what = "went back to the config that was running, as the agent is stopping; the next start runs the file"
+    else:
+        what = "went back to the config that was running; the file still has the edit, so fix it before a restart"
     log.error("config reload %s (%s): %s", status, what, "; ".join(problems))
     return status, problems

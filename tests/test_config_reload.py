@@ -252,3 +252,15 @@ def test_a_reload_still_waiting_when_the_agent_stops_changes_nothing(running: Ru
     assert "config change - rolled_back: cameras.cam: not checked, the agent is stopping" in log
     assert "camera door" not in log, log[log.index("received SIGTERM"):]
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("running", [30], indirect=True)
+def test_a_reload_whose_check_a_stop_cuts_short_goes_back_without_blaming_the_file(running: Running) -> None:
+    running.edit(lambda config: config["cameras"].append(camera("door", source=str(running.file.parent / "slow.mp4"))))
+    running.agent.process.send_signal(signal.SIGHUP)
+    assert running.agent.wait_for_log("camera door: offline", 10), running.agent.log
+    assert running.agent.stop() == 0
+    log = running.agent.log
+    assert "config reload rolled_back (went back to the config that was running, as the agent is stopping; " \
+           "the next start runs the file): cameras.door: not checked, the agent is stopping" in log
+    assert "fix it before a restart" not in log and "Traceback" not in log
