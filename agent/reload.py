@@ -53,12 +53,16 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
             return _report("rejected", [f"{error.where}: {problem}" for problem in error.problems])
         except UserError as error:
             return _report("rejected", [str(error)])
-        previous_file = store.file_data
+        previous_file, revision = store.file_data, store.file_revision()
         store.file_data = to_patch_form(data)
         try:
             new = effective_config(store, file_config, path)
             if new == agent.config:
                 log.info("config file %s reloaded: no change", path)
+                if agent.control is not None and store.file_revision() != revision:
+                    # edited under the remote changes only (or where they win): config/state's
+                    # file_revision must still say that the file changed
+                    agent.publisher.publish(agent.control.state_message())
                 return "unchanged", []
             status, problems = agent.apply(new, frozen_reason=NEEDS_RESTART)
         except BaseException:

@@ -103,6 +103,17 @@ def test_an_edited_file_is_applied_hot_under_the_remote_changes(running: Running
     assert "Traceback" not in running.agent.log
 
 
+def test_an_edit_the_remote_changes_override_changes_nothing_but_the_file_revision(running: Running) -> None:
+    assert running.request({"cameras": {"cam": {"detector": {"cooldown_s": 3}}}})["status"] == "applied"
+    assert running.sub.wait_for(lambda: running.state()["version"] == 2, 10)
+    revision = running.state()["file_revision"]
+    running.edit(lambda config: config["cameras"][0].update(detector={"cooldown_s": 7}))  # the remote 3 wins
+    running.reload("reloaded: no change")
+    assert running.sub.wait_for(lambda: running.state()["file_revision"] != revision, 10), running.agent.log
+    assert running.detector("cam")["cooldown_s"] == 3 and running.state()["version"] == 2
+    assert running.agent.stop() == 0
+
+
 def test_a_file_the_agent_cannot_use_changes_nothing_and_the_log_says_why(running: Running) -> None:
     running.file.write_text("cameras: [{name: cam, source:")
     running.reload("config reload rejected (nothing changed)")
