@@ -460,6 +460,7 @@ class Agent:
             runtime.stop.set()
         for runtime in self.cameras.values():
             runtime.halt()
+        self.homeassistant.tick()  # the halt ended the open events: their anomaly topics say OFF
         for name in self.cameras:  # retained: left "online", it would outlive the agent
             self.publisher.publish(Message(self.topics.camera_status(name), b"offline", retain=True))
         if self.http is not None:

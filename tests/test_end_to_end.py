@@ -153,6 +153,29 @@ def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_
     assert again.stop() == 0
 
 
+def test_an_event_open_at_a_clean_stop_is_ended_and_the_anomaly_topic_says_off(
+    broker: LocalBroker,
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    sub = Subscriber(broker, ["edge/ending-box/#"])
+    try:
+        agent = start_agent({"device_id": "ending-box", "mqtt": {"port": broker.port}, "cameras": [{
+            "name": "gate", "source": "synthetic", "fps": 10, "calibration": {"frames": 20},
+            "synthetic": {"anomaly": {"start_s": 4, "duration_s": 60}}}]})
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("gate/anomaly")][-1:] == [b"ON"], 30), agent.log
+        assert agent.stop() == 0
+        assert [json.loads(m.payload)["type"] for m in sub.on("gate/event")][-1] == "end"
+    finally:
+        sub.close()
+    late = Subscriber(broker, ["edge/ending-box/+/anomaly", "edge/ending-box/+/status"])
+    try:
+        assert late.wait_for(lambda: len(late.messages) >= 2, 5)
+        assert {m.topic: m.payload for m in late.messages} == {
+            "edge/ending-box/gate/anomaly": b"OFF", "edge/ending-box/gate/status": b"offline"}
+    finally:
+        late.close()
+
+
 def test_a_damaged_camera_roster_forgets_only_camera_names_and_the_agent_publishes_on(
     broker: LocalBroker,
     start_agent: Callable[[dict[str, Any]], AgentProcess],
