@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import threading
@@ -22,7 +23,7 @@ import cv2
 
 from agent import __version__
 from agent.capture import CaptureWorker, FrameSlot
-from agent.config import AgentConfig, CameraConfig
+from agent.config import NAME_PATTERN, AgentConfig, CameraConfig
 from agent.control import RemoteControl
 from agent.errors import ModelError, UserError
 from agent.events import EventReporter
@@ -48,6 +49,8 @@ RESTART_ONLY = ("device_id", "groups", "state_dir", "log_level", "mqtt", "outbox
 CAMERA_ROSTER = "cameras.json"
 #: Why a remote change cannot change a key of :data:`RESTART_ONLY`.
 FROZEN_REMOTELY = "cannot be changed over MQTT; edit the config file and restart"
+#: Why a change or command that comes once the agent is stopping is not made.
+STOPPING = "the agent is stopping"
 #: Camera keys that change in place, keeping the camera's model state.
 HOT_CAMERA_KEYS = {"detector", "snapshot", "tamper"}
 #: OpenCV's own worker pool, for one call: none. Every camera already runs a reader and a pipeline
@@ -103,6 +106,10 @@ class Agent:
         self.config_file = config_file
         #: Held while a change (remote request, command, file reload) is made: one at a time.
         self.changes = threading.Lock()
+        #: Guards the roster file and :attr:`_unretracted` (written from the publisher thread too).
+        self._roster_lock = threading.Lock()
+        #: Cameras gone whose emptied retained topics the broker has not acknowledged yet.
+        self._unretracted: set[str] = set()
         self._signals: list[int] = []
         self._reload_lock = threading.Lock()
         self._reload_again = False
@@ -295,24 +302,63 @@ class Agent:
         """Empty the retained topics of cameras an earlier run published that this config no longer
         has (the file was edited between runs): left, they would show them for ever. The roster
         of published cameras is kept in ``state_dir``."""
-        roster = self.config.state_dir / CAMERA_ROSTER
-        try:
-            before = {str(name) for name in json.loads(roster.read_text(encoding="utf-8"))}
-        except (OSError, ValueError, TypeError):
-            before = set()  # the first run, or a roster lost: nothing known to forget
-        departed = sorted(before - self.cameras.keys())
+        departed = sorted(self._read_roster() - self.cameras.keys())
         for name in departed:
             log.info("camera %s: not in the config any more; its retained topics are emptied", name)
-            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
-        for message in self.homeassistant.retract(departed):
-            self.publisher.publish(message)
+        self._retract(departed)
         self._write_roster()
 
-    def _write_roster(self) -> None:
+    def _retract(self, names: list[str]) -> None:
+        """Empty the retained topics of cameras gone (removed now, or before this start): status,
+        snapshots, anomaly and Home Assistant discovery. Each stays in the roster until the broker
+        acknowledged its emptying, so one that a stop with the broker away cut short is done again
+        at the next start."""
+        for name in names:
+            with self._roster_lock:
+                self._unretracted.add(name)
+            topics = [self.topics.snapshot(name, kind) for kind in ("", "clean", "crop")]
+            for message in [*(Message(topic, b"", retain=True) for topic in topics), *self.homeassistant.retract([name])]:
+                self.publisher.publish(message)
+            # the last of them: acknowledged in order, so once it is, they all are
+            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True),
+                                   on_acked=lambda name=name: self._retracted(name))
+
+    def _retracted(self, name: str) -> None:
+        with self._roster_lock:
+            self._unretracted.discard(name)
+        self._write_roster()
+
+    def _read_roster(self) -> set[str]:
+        """The camera names in the roster; none if there is none (the first run) or it is damaged.
+        Only camera names count: anything else would become a topic, and one with ``+`` or ``#``
+        in it would take the MQTT publisher down."""
+        roster = self.config.state_dir / CAMERA_ROSTER
+        lost = "cameras removed from the config before this start keep their retained topics"
         try:
-            atomic_write(self.config.state_dir / CAMERA_ROSTER, json.dumps(sorted(self.cameras)))
-        except OSError as error:
-            log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
+            names = json.loads(roster.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, RecursionError) as error:
+            log.warning("camera roster %s unreadable (%s); %s", roster, error, lost)
+            return set()
+        if not isinstance(names, list):
+            log.warning("camera roster %s is not a list of camera names; %s", roster, lost)
+            return set()
+        good = [name for name in names if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)]
+        if len(good) < len(names):
+            log.warning("camera roster %s: ignored %d entr(ies) that are not camera names",
+                        roster, len(names) - len(good))
+        return set(good)
+
+    def _write_roster(self) -> None:
+        """Save the cameras whose retained topics may be on the broker: those running, and those
+        gone whose emptying the broker has not acknowledged yet."""
+        with self._roster_lock:
+            names = sorted(self.cameras.keys() | self._unretracted)
+            try:
+                atomic_write(self.config.state_dir / CAMERA_ROSTER, json.dumps(names))
+            except OSError as error:
+                log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
 
     def start(self) -> None:
         self.forget_departed()
@@ -414,6 +460,7 @@ class Agent:
             runtime.stop.set()
         for runtime in self.cameras.values():
             runtime.halt()
+        self.homeassistant.tick()  # the halt ended the open events: their anomaly topics say OFF
         for name in self.cameras:  # retained: left "online", it would outlive the agent
             self.publisher.publish(Message(self.topics.camera_status(name), b"offline", retain=True))
         if self.http is not None:
@@ -430,8 +477,12 @@ class Agent:
         Cameras whose source-side settings change are restarted (their model state starts
         afresh); cameras with only detector, snapshot or tamper changes are updated in place;
         untouched cameras keep running undisturbed. A started camera must deliver a frame within
-        ``remote.health_timeout_s``, or everything goes back to the previous config.
+        ``remote.health_timeout_s``, or everything goes back to the previous config. Once the agent
+        stops, nothing changes: a change that waited for :attr:`changes` while the cameras were
+        halted would start them again.
         """
+        if self.stop_event.is_set():
+            return "rejected", [STOPPING]
         frozen = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
         if frozen:
             return "rejected", [f"{key}: {frozen_reason}" for key in frozen]
@@ -462,9 +513,9 @@ class Agent:
         after = {c.name: c for c in new.cameras if c.enabled}
         cameras = dict(self.cameras)
         started = []
-        for name in before.keys() - after.keys():
+        removed = sorted(before.keys() - after.keys())
+        for name in removed:
             cameras.pop(name).halt()
-            self.publisher.publish(Message(self.topics.camera_status(name), b"", retain=True))
             log.info("camera %s: removed", name)
         for name, camera in after.items():
             previous = before.get(name)
@@ -482,6 +533,7 @@ class Agent:
             cameras[name] = self._build_camera(camera)
             started.append(name)
         self.cameras = cameras
+        self._retract(removed)
         for name in started:
             cameras[name].start()
         self.publisher.publish(self._state_message())
@@ -505,6 +557,8 @@ class Agent:
 
     def run_command(self, name: str, camera: str | None) -> list[str]:
         """Carry out a remote command on one camera or all; returns the cameras it touched."""
+        if self.stop_event.is_set():
+            raise UserError(STOPPING)  # a restarted camera would outlive the halt
         targets = [camera] if camera is not None else list(self.cameras)
         for target in targets:
             runtime = self.cameras[target]

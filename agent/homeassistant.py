@@ -127,7 +127,13 @@ class HomeAssistant:
 
     def retract(self, names: list[str]) -> list[Message]:
         """Empty retained payloads: Home Assistant deletes the entities, the broker the topics.
-        Also for cameras of an earlier run (:meth:`agent.daemon.Agent.forget_departed`)."""
+        For cameras removed while the agent runs, also before its first connect, and for cameras
+        of an earlier run (:meth:`agent.daemon.Agent.forget_departed`); from any thread."""
+        with self._lock:
+            return self._retract(names)
+
+    def _retract(self, names: list[str]) -> list[Message]:
+        """:meth:`retract`; call under the lock."""
         topics = [anomaly_topic(self.topics, name) for name in names]
         if self.config.homeassistant.enabled:
             topics += list(discovery_configs(self.config, names))
@@ -137,8 +143,8 @@ class HomeAssistant:
 
     def birth_messages(self) -> list[Message]:
         """Sent on every connect: discovery configs, then each camera's anomaly state."""
-        cameras = self.cameras()
         with self._lock:
+            cameras = self.cameras()
             self._born = True
             self._published.clear()
             return self._announce(cameras, list(cameras))
@@ -146,12 +152,12 @@ class HomeAssistant:
     def tick(self) -> None:
         """Called from the main loop: publish ON/OFF where an event opened or closed, announce
         cameras that were added and retract those removed since the last tick."""
-        cameras = self.cameras()
-        with self._lock:
+        with self._lock:  # the cameras read under it: a retract() from another thread comes before or after
+            cameras = self.cameras()
             if not self._born:
                 return  # the first connect announces everything
             messages = self._announce(cameras, [n for n in cameras if n not in self._published])
-            messages += self.retract([n for n in self._published if n not in cameras])
+            messages += self._retract([n for n in self._published if n not in cameras])
             for name, camera in cameras.items():
                 state = ON if camera.pipeline.reporter.current is not None else OFF
                 if self._published[name] != state:

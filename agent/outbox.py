@@ -21,6 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Entry:
     message: Message
     kind: str
     row: int | None
+    #: Called on the publisher thread once the broker acknowledged it (QoS 1 only).
+    on_acked: Callable[[], None] | None = None
 
 
 @dataclass

@@ -93,11 +93,12 @@ class MqttPublisher(threading.Thread):
         self._client = self._make_client(client_id)
 
     # -- called from any thread ---------------------------------------------------------
-    def publish(self, message: Message) -> None:
+    def publish(self, message: Message, on_acked: Callable[[], None] | None = None) -> None:
         """Queue a message that need not survive a restart (status, state, metrics).
 
         A retained one replaces a queued older one on the same topic; QoS 0 messages are
-        dropped while disconnected.
+        dropped while disconnected. ``on_acked`` is called (on the publisher thread) once the
+        broker acknowledged a QoS 1 message; never if it was replaced or not delivered.
         """
         if message.qos == 0 and not self._connected:
             self.stats.dropped_qos0 += 1
@@ -108,7 +109,7 @@ class MqttPublisher(threading.Thread):
                     if entry.row is None and entry.message.retain and entry.message.topic == message.topic:
                         del self._queue[index]
                         break
-            self._queue.append(Entry(message, "state", None))
+            self._queue.append(Entry(message, "state", None, on_acked))
         self._wake.set()
 
     def publish_event(self, topic: str, event: dict[str, Any]) -> int:
@@ -275,6 +276,11 @@ class MqttPublisher(threading.Thread):
                 self.stats.acked += 1
                 if entry.row is not None:
                     self._acked_rows.append(entry.row)
+        if entry is not None and entry.on_acked is not None:
+            try:
+                entry.on_acked()
+            except Exception:  # noqa: BLE001 - the publisher thread must not die of a caller's hook
+                log.exception("after the broker acknowledged %s", entry.message.topic)
 
     def _send_queued(self) -> None:
         while self._connected:

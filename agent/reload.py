@@ -53,12 +53,16 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
             return _report("rejected", [f"{error.where}: {problem}" for problem in error.problems])
         except UserError as error:
             return _report("rejected", [str(error)])
-        previous_file = store.file_data
+        previous_file, revision = store.file_data, store.file_revision()
         store.file_data = to_patch_form(data)
         try:
             new = effective_config(store, file_config, path)
             if new == agent.config:
                 log.info("config file %s reloaded: no change", path)
+                if agent.control is not None and store.file_revision() != revision:
+                    # edited under the remote changes only (or where they win): config/state's
+                    # file_revision must still say that the file changed
+                    agent.publisher.publish(agent.control.state_message())
                 return "unchanged", []
             status, problems = agent.apply(new, frozen_reason=NEEDS_RESTART)
         except BaseException:
@@ -66,15 +70,19 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
             raise
         if status != "applied":
             store.file_data = previous_file
-            return _report(status, problems)
+            return _report(status, problems, stopping=agent.stop_event.is_set())
         if agent.control is not None:
             agent.publisher.publish(agent.control.state_message())
     log.info("config file %s reloaded and applied", path)
     return "applied", []
 
 
-def _report(status: str, problems: list[str]) -> tuple[str, list[str]]:
-    what = ("nothing changed" if status == "rejected"
-            else "went back to the config that was running; the file still has the edit, so fix it before a restart")
+def _report(status: str, problems: list[str], *, stopping: bool = False) -> tuple[str, list[str]]:
+    if status == "rejected":
+        what = "nothing changed"
+    elif stopping:  # its health check was cut short: nothing is known against the edit
+        what = "went back to the config that was running, as the agent is stopping; the next start runs the file"
+    else:
+        what = "went back to the config that was running; the file still has the edit, so fix it before a restart"
     log.error("config reload %s (%s): %s", status, what, "; ".join(problems))
     return status, problems

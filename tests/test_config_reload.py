@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from agent.broker import LocalBroker
-from tests.conftest import AgentProcess, Subscriber
+from tests.conftest import AgentProcess, Subscriber, wait_until
 
 #: A device id per test: the broker keeps the retained topics of the tests before.
 DEVICES = (f"reloading-{n}" for n in itertools.count())
@@ -63,12 +63,13 @@ class Running:
 @pytest.fixture
 def running(
     broker: LocalBroker, subscribe: Callable[[list[str]], Subscriber],
-    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
+    start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path, request: pytest.FixtureRequest,
 ) -> Running:
+    """Indirectly parametrized, the parameter is ``remote.health_timeout_s`` (default 3)."""
     device = next(DEVICES)
     sub = subscribe([f"edge/{device}/#"])
     config = {"device_id": device, "state_dir": str(tmp_path / "state"), "mqtt": {"port": broker.port},
-              "remote": {"health_timeout_s": 3}, "cameras": [camera("cam")]}
+              "remote": {"health_timeout_s": getattr(request, "param", 3)}, "cameras": [camera("cam")]}
     agent = start_agent(config)
     assert sub.wait_for(lambda: bool(sub.on(f"{device}/config/state")), 20), agent.log
     assert sub.wait_for(lambda: [m.payload for m in sub.on("cam/status")][-1:] == [b"online"], 20), agent.log
@@ -100,6 +101,17 @@ def test_an_edited_file_is_applied_hot_under_the_remote_changes(running: Running
     assert running.agent.process.poll() is None
     assert running.agent.stop() == 0
     assert "Traceback" not in running.agent.log
+
+
+def test_an_edit_the_remote_changes_override_changes_nothing_but_the_file_revision(running: Running) -> None:
+    assert running.request({"cameras": {"cam": {"detector": {"cooldown_s": 3}}}})["status"] == "applied"
+    assert running.sub.wait_for(lambda: running.state()["version"] == 2, 10)
+    revision = running.state()["file_revision"]
+    running.edit(lambda config: config["cameras"][0].update(detector={"cooldown_s": 7}))  # the remote 3 wins
+    running.reload("reloaded: no change")
+    assert running.sub.wait_for(lambda: running.state()["file_revision"] != revision, 10), running.agent.log
+    assert running.detector("cam")["cooldown_s"] == 3 and running.state()["version"] == 2
+    assert running.agent.stop() == 0
 
 
 def test_a_file_the_agent_cannot_use_changes_nothing_and_the_log_says_why(running: Running) -> None:
@@ -171,3 +183,95 @@ def test_remote_changes_that_no_longer_fit_the_edited_file_are_set_aside_and_req
     assert mended["status"] == "applied" and mended["version"] == 3, mended
     assert running.sub.wait_for(lambda: running.detector("cam")["on_threshold"] == 9, 10)
     assert running.agent.stop() == 0
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["broker-back-in-the-run", "agent-restarted-meanwhile"])
+def test_a_camera_a_reload_removes_while_the_broker_is_away_has_its_retained_topics_emptied_once_it_is_back(
+    start_agent: Callable[..., AgentProcess], tmp_path: Path, restart: bool,
+) -> None:
+    """The emptying waits in memory while the broker is away; the roster keeps the camera until
+    the broker acknowledged it, so a stop meanwhile leaves it to the next start."""
+    broker = LocalBroker(persistence=True).start()  # keeps the retained topics across its restart
+    device = next(DEVICES)
+    config = {"device_id": device, "mqtt": {"port": broker.port, "reconnect_max_s": 1},
+              "homeassistant": {"enabled": True}, "cameras": [camera("gate"), camera("yard")]}
+    yard = [f"edge/{device}/yard/{leaf}" for leaf in ("status", "anomaly", "snapshot")] + [
+        f"homeassistant/{kind}/{device}/yard_{entity}/config"
+        for kind, entity in (("binary_sensor", "anomaly"), ("sensor", "score"), ("sensor", "fps"))]
+
+    def retained() -> dict[str, bytes]:
+        sub = Subscriber(broker, [f"edge/{device}/#", f"homeassistant/+/{device}/#"])
+        try:
+            sub.wait_for(lambda: False, 1.0)
+            return {m.topic: m.payload for m in sub.messages if m.retain}
+        finally:
+            sub.close()
+
+    try:
+        first = start_agent(config)
+        assert first.wait_for_log("camera yard: online", 20), first.log
+        sub = Subscriber(broker, [f"edge/{device}/yard/snapshot"])
+        sub.client.publish(f"edge/{device}/yard/snapshot", b"\xff\xd8 an event's", qos=1, retain=True).wait_for_publish(5)
+        sub.close()
+        assert first.stop() == 0
+        assert set(yard) <= retained().keys()
+
+        broker.stop()
+        away = start_agent(config)  # never connects: nothing announced or emptied by this run yet
+        assert away.wait_for_log("camera yard: online", 20), away.log
+        config["cameras"].pop()
+        (tmp_path / "agent-1.yaml").write_text(yaml.safe_dump(config))
+        away.process.send_signal(signal.SIGHUP)
+        assert away.wait_for_log("reloaded and applied", 20), away.log
+        roster = tmp_path / "state" / "cameras.json"
+        assert json.loads(roster.read_text()) == ["gate", "yard"]  # not emptied on the broker yet
+        if restart:
+            assert away.stop() == 0  # the emptying, still in memory, is lost with the process
+            assert json.loads(roster.read_text()) == ["gate", "yard"]
+            broker.start()
+            again = start_agent(config)
+            assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
+        else:
+            broker.start()
+            assert away.wait_for_log("MQTT connected", 20), away.log
+        assert wait_until(lambda: json.loads(roster.read_text()) == ["gate"], 20), roster.read_text()
+        left = retained()
+        assert {topic: left[topic] for topic in yard if topic in left} == {}
+        assert left[f"edge/{device}/gate/status"] == b"online"
+        assert f"homeassistant/binary_sensor/{device}/gate_anomaly/config" in left
+        agent = again if restart else away
+        assert agent.stop() == 0
+        assert "Traceback" not in agent.log
+    finally:
+        broker.cleanup()
+
+
+@pytest.mark.parametrize("running", [30], indirect=True)  # the change is still checking when SIGTERM comes
+def test_a_reload_still_waiting_when_the_agent_stops_changes_nothing(running: Running) -> None:
+    """The remote change in its health check holds the changes; the reload asked for meanwhile
+    waits for it. SIGTERM then: the change's check is cut short and it goes back, and the reload,
+    which comes after, must not start cameras on an agent that is halting them."""
+    missing = str(running.file.parent / "missing.mp4")
+    running.sub.client.publish(f"edge/{running.device}/config/set",
+                               json.dumps({"cameras": {"cam": {"source": missing}}}), qos=1)
+    assert running.agent.wait_for_log("camera cam: offline", 10), running.agent.log
+    running.edit(lambda config: config["cameras"].append(camera("door")))
+    running.agent.process.send_signal(signal.SIGHUP)
+    assert running.agent.wait_for_log("received SIGHUP; reloading", 5), running.agent.log
+    assert running.agent.stop() == 0
+    log = running.agent.log
+    assert "config change - rolled_back: cameras.cam: not checked, the agent is stopping" in log
+    assert "camera door" not in log, log[log.index("received SIGTERM"):]
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("running", [30], indirect=True)
+def test_a_reload_whose_check_a_stop_cuts_short_goes_back_without_blaming_the_file(running: Running) -> None:
+    running.edit(lambda config: config["cameras"].append(camera("door", source=str(running.file.parent / "slow.mp4"))))
+    running.agent.process.send_signal(signal.SIGHUP)
+    assert running.agent.wait_for_log("camera door: offline", 10), running.agent.log
+    assert running.agent.stop() == 0
+    log = running.agent.log
+    assert "config reload rolled_back (went back to the config that was running, as the agent is stopping; " \
+           "the next start runs the file): cameras.door: not checked, the agent is stopping" in log
+    assert "fix it before a restart" not in log and "Traceback" not in log

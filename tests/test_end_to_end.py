@@ -16,7 +16,7 @@ import numpy as np
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
 from agent.inference import DEFAULT_MODEL
-from tests.conftest import AgentProcess, Subscriber
+from tests.conftest import AgentProcess, Subscriber, wait_until
 
 ANOMALY_START, ANOMALY_LENGTH = 20.0, 4.0
 #: How long after the anomaly leaves the frame its event may take to end (smoothing, GRU memory).
@@ -151,3 +151,61 @@ def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_
     finally:
         fresh.close()
     assert again.stop() == 0
+
+
+def test_an_event_open_at_a_clean_stop_is_ended_and_the_anomaly_topic_says_off(
+    broker: LocalBroker,
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    sub = Subscriber(broker, ["edge/ending-box/#"])
+    try:
+        agent = start_agent({"device_id": "ending-box", "mqtt": {"port": broker.port}, "cameras": [{
+            "name": "gate", "source": "synthetic", "fps": 10, "calibration": {"frames": 20},
+            "synthetic": {"anomaly": {"start_s": 4, "duration_s": 60}}}]})
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("gate/anomaly")][-1:] == [b"ON"], 30), agent.log
+        assert agent.stop() == 0
+        assert [json.loads(m.payload)["type"] for m in sub.on("gate/event")][-1] == "end"
+    finally:
+        sub.close()
+    late = Subscriber(broker, ["edge/ending-box/+/anomaly", "edge/ending-box/+/status"])
+    try:
+        assert late.wait_for(lambda: len(late.messages) >= 2, 5)
+        assert {m.topic: m.payload for m in late.messages} == {
+            "edge/ending-box/gate/anomaly": b"OFF", "edge/ending-box/gate/status": b"offline"}
+    finally:
+        late.close()
+
+
+def test_a_damaged_camera_roster_forgets_only_camera_names_and_the_agent_publishes_on(
+    broker: LocalBroker,
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "roster-state"
+    state.mkdir()
+    # Written by hand or half by a bug: names that are no camera's would become topics, and a
+    # wildcard in a topic makes paho raise on the publisher thread, which then sends nothing more.
+    (state / "cameras.json").write_text(json.dumps(["gate", "old", "yard/#", "+", 7, None, ["x"], "old"]))
+    sub = Subscriber(broker, ["edge/roster-box/#"])
+    try:
+        agent = start_agent({"device_id": "roster-box", "mqtt": {"port": broker.port}, "state_dir": str(state),
+                             "cameras": [{"name": "gate", "source": "synthetic", "fps": 10,
+                                          "synthetic": {"anomaly": None}}]})
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("gate/status")][-1:] == [b"online"], 20), agent.log
+        # the one departed camera named (after gate's status if the camera opened before the connect)
+        assert sub.wait_for(lambda: [m.payload for m in sub.on("old/status")] == [b""], 5), agent.log
+        assert {m.topic.split("/")[2] for m in sub.messages if m.payload == b""} == {"old"}
+        assert "camera roster" in agent.log and "ignored 5 entr(ies) that are not camera names" in agent.log
+        assert wait_until(lambda: json.loads((state / "cameras.json").read_text()) == ["gate"], 5)
+        for text in ("[1, 2", '{"gate": 1}', '"gate"'):  # not JSON, not a list: nothing to forget
+            (state / "cameras.json").write_text(text)
+            assert agent.stop() == 0
+            agent = start_agent({"device_id": "roster-box", "mqtt": {"port": broker.port}, "state_dir": str(state),
+                                 "cameras": [{"name": "gate", "source": "synthetic", "fps": 10,
+                                              "synthetic": {"anomaly": None}}]})
+            assert agent.wait_for_log("camera gate: online", 20), agent.log
+            assert "camera roster" in agent.log and "not in the config any more" not in agent.log
+        assert agent.stop() == 0
+        assert "Traceback" not in agent.log and "thread has died" not in agent.log
+    finally:
+        sub.close()
