@@ -42,6 +42,18 @@ def agent_config(broker: LocalBroker, source: str, device: str) -> dict[str, Any
     }
 
 
+def retained(broker: LocalBroker, topics: list[str], count: int) -> dict[str, bytes]:
+    """What a subscriber that comes now is handed: the retained messages on ``topics`` (at least
+    ``count`` of them, and whatever else arrives within half a second), topic -> payload."""
+    late = Subscriber(broker, topics)
+    try:
+        assert late.wait_for(lambda: len(late.messages) >= count, 5), late.messages
+        late.wait_for(lambda: False, 0.5)
+        return {m.topic: m.payload for m in late.messages}
+    finally:
+        late.close()
+
+
 def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_snapshot(
     broker: LocalBroker,
     scene_video: Callable[..., Path],
@@ -130,26 +142,16 @@ def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_
         assert agent.stop() == 0
     finally:
         watcher.close()
-    late = Subscriber(broker, ["edge/stopping-box/+/status"])
-    try:
-        assert late.wait_for(lambda: len(late.messages) >= 2, 5)
-        assert {m.topic: m.payload for m in late.messages} == {
-            "edge/stopping-box/gate/status": b"offline", "edge/stopping-box/yard/status": b"offline"}
-    finally:
-        late.close()
+    assert retained(broker, ["edge/stopping-box/+/status"], 2) == {
+        "edge/stopping-box/gate/status": b"offline", "edge/stopping-box/yard/status": b"offline"}
 
     # the next run's file has no yard: its retained topics go, rather than show it for ever
     again = start_agent({"device_id": "stopping-box", "mqtt": {"port": broker.port},
                          "cameras": [{"name": "gate", **live}]})
     assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
     assert again.wait_for_log("camera gate: online", 20), again.log
-    fresh = Subscriber(broker, ["edge/stopping-box/+/status", "edge/stopping-box/+/anomaly"])
-    try:
-        assert fresh.wait_for(lambda: len(fresh.messages) >= 2, 5)
-        fresh.wait_for(lambda: False, 0.5)  # anything else retained arrives meanwhile
-        assert sorted(m.topic for m in fresh.messages) == ["edge/stopping-box/gate/anomaly", "edge/stopping-box/gate/status"]
-    finally:
-        fresh.close()
+    topics = retained(broker, ["edge/stopping-box/+/status", "edge/stopping-box/+/anomaly"], 2)
+    assert sorted(topics) == ["edge/stopping-box/gate/anomaly", "edge/stopping-box/gate/status"]
     assert again.stop() == 0
 
 
@@ -167,13 +169,8 @@ def test_an_event_open_at_a_clean_stop_is_ended_and_the_anomaly_topic_says_off(
         assert [json.loads(m.payload)["type"] for m in sub.on("gate/event")][-1] == "end"
     finally:
         sub.close()
-    late = Subscriber(broker, ["edge/ending-box/+/anomaly", "edge/ending-box/+/status"])
-    try:
-        assert late.wait_for(lambda: len(late.messages) >= 2, 5)
-        assert {m.topic: m.payload for m in late.messages} == {
-            "edge/ending-box/gate/anomaly": b"OFF", "edge/ending-box/gate/status": b"offline"}
-    finally:
-        late.close()
+    assert retained(broker, ["edge/ending-box/+/anomaly", "edge/ending-box/+/status"], 2) == {
+        "edge/ending-box/gate/anomaly": b"OFF", "edge/ending-box/gate/status": b"offline"}
 
 
 def test_a_damaged_camera_roster_forgets_only_camera_names_and_the_agent_publishes_on(

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -169,12 +170,18 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     manager.close()
 
 
-def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_path: Path) -> None:
+def ready_agent_on_an_abstract_socket(broker, start_agent) -> tuple[FakeManager, Any]:
+    """An agent on a small synthetic camera that has told the (fake) service manager READY."""
     manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
     config = agent_config(broker, "synthetic")
     config["cameras"][0]["synthetic"] = {"width": 96, "height": 64, "people": 1, "anomaly": None}
     agent = start_agent(config, env={"NOTIFY_SOCKET": manager.env_value})
     assert manager.wait_for("READY", timeout=30) is not None, agent.log
+    return manager, agent
+
+
+def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_path: Path) -> None:
+    manager, agent = ready_agent_on_an_abstract_socket(broker, start_agent)
     assert agent.stop() == 0
     manager.collect(0.5)
     stopping = [fields for _, fields in manager.received if "STOPPING" in fields]
@@ -184,11 +191,7 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
 
 
 def test_a_reload_says_reloading_then_ready_again_with_its_outcome(broker, start_agent, tmp_path: Path) -> None:
-    manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
-    config = agent_config(broker, "synthetic")
-    config["cameras"][0]["synthetic"] = {"width": 96, "height": 64, "people": 1, "anomaly": None}
-    agent = start_agent(config, env={"NOTIFY_SOCKET": manager.env_value})
-    assert manager.wait_for("READY", timeout=30) is not None, agent.log
+    manager, agent = ready_agent_on_an_abstract_socket(broker, start_agent)
     sent_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     agent.process.send_signal(signal.SIGHUP)
     assert manager.wait_for("RELOADING", timeout=10) is not None, agent.log
