@@ -439,7 +439,8 @@ class Agent:
         except Exception:  # noqa: BLE001 - a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
-            if notify:  # shown until the next periodic status (5 s); the journal keeps it
+            if notify and not self.stop_event.is_set():  # after STOPPING=1 it would say READY again
+                # shown until the next periodic status (5 s); the journal keeps it
                 self.service.notifier.ready(f"config reload {outcome}")
 
     def shutdown(self, timeout: float = 8.0) -> None:
