@@ -120,8 +120,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    import signal
-
     from agent.listen import Listener
 
     setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
@@ -130,11 +128,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
         snapshot_dir=Path(args.snapshots) if args.snapshots else None,
         out=sys.stdout, as_json=args.json,
     )
-    listener.connect()
     events_wanted = args.count
-    # SIGTERM (kill, systemd, a supervisor, timeout(1)) ends it as Ctrl-C does: summary, exit 0.
+    # SIGTERM (kill, systemd, a supervisor, timeout(1)) ends it as Ctrl-C does: summary, exit 0;
+    # from before the connect, which can take seconds to fail or succeed.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: listener.request_stop())
     try:
+        listener.connect()
         listener.run(
             duration=args.timeout,
             until=(lambda: len(listener.result.events) >= events_wanted) if events_wanted else None,

@@ -163,5 +163,8 @@ class HomeAssistant:
                 if self._published[name] != state:
                     self._published[name] = state
                     messages.append(Message(anomaly_topic(self.topics, name), state, retain=True))
-        for message in messages:  # outside the lock: no lock of ours is held across a publish
-            self.publisher.publish(message)
+            # Queued under the lock, so a retract() of a camera this tick still saw comes after
+            # its last ON/OFF. (publish() only takes the publisher's queue lock, which is never
+            # held while this lock is wanted: no deadlock.)
+            for message in messages:
+                self.publisher.publish(message)

@@ -98,7 +98,7 @@ class MqttPublisher(threading.Thread):
 
         A retained one replaces a queued older one on the same topic; QoS 0 messages are
         dropped while disconnected. ``on_acked`` is called (on the publisher thread) once the
-        broker acknowledged a QoS 1 message; never if it was replaced or not delivered.
+        broker acknowledged a QoS 1 message; never if it was replaced, not delivered or refused.
         """
         if message.qos == 0 and not self._connected:
             self.stats.dropped_qos0 += 1
@@ -276,7 +276,11 @@ class MqttPublisher(threading.Thread):
                 self.stats.acked += 1
                 if entry.row is not None:
                     self._acked_rows.append(entry.row)
-        if entry is not None and entry.on_acked is not None:
+        if entry is None:
+            return
+        if getattr(reason, "is_failure", False):  # an MQTT 5 PUBACK that refuses it (e.g. the ACL)
+            log.warning("the broker refused %s: %s", entry.message.topic, reason)
+        elif entry.on_acked is not None:
             try:
                 entry.on_acked()
             except Exception:  # noqa: BLE001 - the publisher thread must not die of a caller's hook

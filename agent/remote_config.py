@@ -161,8 +161,10 @@ class ConfigStore:
 
     def file_revision(self) -> str:
         """A short hash of the config file's data as the agent runs it (not of its bytes: comments
-        and layout do not count), so an operator sees when the file under the patches changed."""
-        canonical = json.dumps(self.file_data, sort_keys=True, separators=(",", ":"), default=str)
+        and layout do not count; nor do secrets), so an operator sees when the file under the
+        patches changed."""
+        # Secrets redacted first: a hash of them, published, could be tested against guesses.
+        canonical = json.dumps(redact(self.file_data), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def sources(self) -> dict[str, str]:

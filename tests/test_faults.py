@@ -270,3 +270,26 @@ def test_numbers_go_on_from_the_stored_seq_when_the_outbox_could_not_be_opened_a
     (tmp_path / "away").rename(path)  # the disk is back
     assert json.loads(started.add_event("t", {}).message.payload)["seq"] == 4
     assert Outbox(path, snapshot_quota_bytes=2**20, event_high_water=100).seq == 4
+
+
+def test_a_message_the_broker_refuses_is_logged_and_not_taken_for_acknowledged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MQTT 5 answers a publish the ACL denies with a PUBACK that refuses it: whoever waits for
+    the acknowledgement (the camera roster, to forget a camera) must not take it for one."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite edge/allowed/#\n")  # anonymous clients: this topic only
+    acked: list[str] = []
+    with LocalBroker(extra_config=[f"acl_file {acl}"]) as broker, caplog.at_level("WARNING", "agent.publisher"):
+        publisher = MqttPublisher(MqttConfig(port=broker.port), client_id="refused", will_topic="edge/allowed/status",
+                                  birth=list, outbox=Outbox(tmp_path / "outbox.sqlite3", snapshot_quota_bytes=2**20,
+                                                            event_high_water=100))
+        publisher.start()
+        try:
+            publisher.publish(Message("edge/denied/x", b"", retain=True), on_acked=lambda: acked.append("denied"))
+            publisher.publish(Message("edge/allowed/x", b"", retain=True), on_acked=lambda: acked.append("allowed"))
+            assert wait_until(lambda: acked == ["allowed"], 10), acked
+            assert wait_until(lambda: "the broker refused edge/denied/x: Not authorized" in caplog.text, 5), caplog.text
+            assert acked == ["allowed"]
+        finally:
+            publisher.close(timeout=2)

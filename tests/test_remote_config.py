@@ -135,6 +135,9 @@ def test_the_file_revision_follows_the_files_settings_not_its_layout(tmp_path: P
     revisions = [ConfigStore(data, tmp_path, None).file_revision() for data in (layout_a, layout_b, edited)]
     assert revisions[0] == revisions[1] != revisions[2]
     assert len(revisions[0]) == 12
+    # published beside the redacted config, it must not fingerprint a secret
+    passwords = [{"mqtt": {"password": secret}, **layout_a} for secret in ("hunter2", "hunter3")]
+    assert len({ConfigStore(data, tmp_path, None).file_revision() for data in passwords}) == 1
 
 
 def test_a_camera_is_removed_by_name(tmp_path: Path) -> None:
