@@ -57,24 +57,20 @@ def reload_config_file(agent: Agent, path: Path) -> tuple[str, list[str]]:
         store.file_data = to_patch_form(data)
         try:
             new = effective_config(store, file_config, path)
-            if new == agent.config:
-                log.info("config file %s reloaded: no change", path)
-                if agent.control is not None and store.file_revision() != revision:
-                    # edited under the remote changes only (or where they win): config/state's
-                    # file_revision must still say that the file changed
-                    agent.publisher.publish(agent.control.state_message())
-                return "unchanged", []
-            status, problems = agent.apply(new, frozen_reason=NEEDS_RESTART)
+            status, problems = (("unchanged", []) if new == agent.config
+                                else agent.apply(new, frozen_reason=NEEDS_RESTART))
         except BaseException:
             store.file_data = previous_file  # what is stored must stay what runs
             raise
-        if status != "applied":
+        if status not in ("applied", "unchanged"):
             store.file_data = previous_file
             return _report(status, problems, stopping=agent.stop_event.is_set())
-        if agent.control is not None:
+        # config/state, also when only the file under the remote changes (or where they win)
+        # changed: its file_revision must say so
+        if agent.control is not None and (status == "applied" or store.file_revision() != revision):
             agent.publisher.publish(agent.control.state_message())
-    log.info("config file %s reloaded and applied", path)
-    return "applied", []
+    log.info("config file %s %s", path, "reloaded and applied" if status == "applied" else "reloaded: no change")
+    return status, []
 
 
 def _report(status: str, problems: list[str], *, stopping: bool = False) -> tuple[str, list[str]]:
