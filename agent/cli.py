@@ -9,11 +9,15 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.broker_options import PasswordSafeParser, add_broker_options, broker_config
-from agent.errors import UserError
+from agent.errors import ConfigError, UserError
 from agent.malloc import tune_malloc
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 #: syslog priorities, understood by journald when they start a line on stderr.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -77,29 +81,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Agent
     from agent.reload import effective_config
     from agent.remote_config import ConfigStore
+    from agent.state_lock import hold_state_dir
 
     path = Path(args.config)
     data = read_config_data(path)
     file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
     setup_logging(args.log_level or file_config.log_level, file_config.log_format)
-    store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
-    agent = Agent(effective_config(store, file_config, path), store, config_file=path)
-    signal.signal(signal.SIGHUP, lambda signum, _frame: agent.signalled(signum))  # then no HUP is missed
-    if _hups_while_starting:
-        agent.signalled(signal.SIGHUP)
-    agent.run_forever()
+    with hold_state_dir(file_config.state_dir):  # before anything in it is read; released at exit
+        store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
+        agent = Agent(effective_config(store, file_config, path), store, config_file=path)
+        signal.signal(signal.SIGHUP, lambda signum, _frame: agent.signalled(signum))  # then no HUP is missed
+        if _hups_while_starting:
+            agent.signalled(signal.SIGHUP)
+        agent.run_forever()
     return 0
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def checked_config(path: str) -> AgentConfig:
+    """The config file ``path`` parsed, and checked against its model as the agent would at a
+    start; raises ConfigError with every problem."""
     from agent.config import load_config
     from agent.inference import DEFAULT_MODEL, StreamingModel, read_sidecar
 
-    config = load_config(args.config)
+    config = load_config(path)
     model = config.model.path or DEFAULT_MODEL
     if not model.is_file():
-        print(f"{args.config}: 1 problem(s)\n  model.path: file not found: {model}", file=sys.stderr)
-        return 2
+        raise ConfigError(path, [f"model.path: file not found: {model}"])
     # The grid must divide the model's motion map, which only the model knows: the agent would
     # refuse the camera at start. The sidecar says its size; without one, the model is loaded.
     shape = read_sidecar(model).get("map") or {}
@@ -111,12 +118,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"divide the model's {rows}x{cols} motion map" for i, c in enumerate(config.cameras)
                 if rows % c.calibration.grid[0] or cols % c.calibration.grid[1]]
     if problems:
-        print(f"{args.config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
-        return 2
+        raise ConfigError(path, problems)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = checked_config(args.config)
     cameras = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
     print(f"{args.config}: OK: device {config.device_id}, broker {config.mqtt.host}:{config.mqtt.port}, "
           f"cameras: {cameras}")
     return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from agent.reload import GOOD_OUTCOMES, request_reload
+    from agent.state_lock import running_agent
+
+    config = checked_config(args.config)  # a file with errors never reaches the agent
+    holder = running_agent(config.state_dir)
+    if holder is None:
+        raise UserError(f"no agent is running with state_dir {config.state_dir} (the one {args.config} names)")
+    if args.pid is not None and holder != args.pid:
+        raise UserError(f"the agent {args.pid} does not keep its state in {config.state_dir}, the state_dir "
+                        f"{args.config} names (pid {holder} does): state_dir takes a restart "
+                        "(systemctl restart edge-agent)")
+    record = request_reload(config.state_dir, holder, args.timeout)
+    print(f"{args.config}: reload {record.status} by the agent (pid {holder})"
+          + "".join(f"\n  {problem}" for problem in record.problems),
+          file=sys.stdout if record.status in GOOD_OUTCOMES else sys.stderr)
+    return 0 if record.status in GOOD_OUTCOMES else 1
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -350,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and print every problem")
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_check_config)
+
+    reload = sub.add_parser(
+        "reload", help="check a config file, have the agent running on it apply it, and wait for the outcome",
+        description="What systemctl reload runs. Exit 0 if the agent applied the file (or it changed nothing), "
+        "1 if the agent turned it down or went back, 2 if the file has errors (the agent is not disturbed) "
+        "or no agent answers.")
+    reload.add_argument("--config", "-c", default="config.yaml", help="config file (default: config.yaml)")
+    reload.add_argument("--pid", type=int, help="the agent's PID, to check it is the one (systemd: $MAINPID)")
+    reload.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for the agent's outcome (default: 60)")
+    reload.set_defaults(func=cmd_reload)
 
     listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")
     add_broker_options(listen)

@@ -35,7 +35,7 @@ from agent.pipeline import CameraPipeline
 from agent.messages import Message
 from agent.outbox import Outbox
 from agent.publisher import MqttPublisher
-from agent.reload import reload_config_file
+from agent.reload import ReloadRecord, reload_config_file
 from agent.remote_config import ConfigStore, atomic_write
 from agent.topics import Topics
 from agent.watchdog import ServiceWatchdog
@@ -114,6 +114,8 @@ class Agent:
         self._reload_lock = threading.Lock()
         self._reload_again = False
         self._reloader: threading.Thread | None = None
+        #: Written to state_dir for ``edge-agent reload``; only the reload thread changes it.
+        self._reloads = ReloadRecord(pid=os.getpid())
         self._config_version = store.version if store is not None else 1
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         self.stop_event = threading.Event()
@@ -424,24 +426,36 @@ class Agent:
             self._reload()
 
     def _reload(self) -> None:
+        self._reloads.started += 1
+        self._reloads.save(self.config.state_dir)
+        status, problems = "failed", ["an unexpected error; the agent's log has it"]
+        try:
+            status, problems = self._reload_file()
+        finally:
+            self._reloads.finished = self._reloads.started
+            self._reloads.status, self._reloads.problems = status, problems
+            self._reloads.save(self.config.state_dir)
+
+    def _reload_file(self) -> tuple[str, list[str]]:
         if self.config_file is None:
             log.warning("received SIGHUP; ignored: the agent was not started from a config file")
-            return
+            return "rejected", ["the agent was not started from a config file"]
         log.info("received SIGHUP; reloading %s", self.config_file)
         notify = self.service.ready  # RELOADING=1 ... READY=1, only once systemd was told READY
         if notify:
             self.service.notifier.reloading()
-        outcome = "failed"
+        status, problems = "failed", ["an unexpected error; the agent's log has it"]
         try:
             status, problems = reload_config_file(self, self.config_file)
-            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-            outcome = f"{status}: {problems[0]}{more}" if problems else status
         except Exception:  # noqa: BLE001 - a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
             if notify and not self.stop_event.is_set():  # after STOPPING=1 it would say READY again
+                more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                outcome = f"{status}: {problems[0]}{more}" if problems else status
                 # shown until the next periodic status (5 s); the journal keeps it
                 self.service.notifier.ready(f"config reload {outcome}")
+        return status, problems
 
     def shutdown(self, timeout: float = 8.0) -> None:
         self.stop_event.set()

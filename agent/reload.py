@@ -10,18 +10,29 @@ change (``mqtt``, ``state_dir``, ...), changes nothing: the agent logs why and r
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig, parse_config, read_config_data
 from agent.errors import ConfigError, UserError
-from agent.remote_config import ConfigStore, to_patch_form
+from agent.remote_config import ConfigStore, atomic_write, to_patch_form
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
 
 log = logging.getLogger(__name__)
+
+#: In ``state_dir``: how the agent's reloads went, for ``edge-agent reload`` (systemd's ExecReload=).
+RECORD_FILE = "reload.json"
+
+#: The outcomes that leave the agent running the file as it is now.
+GOOD_OUTCOMES = ("applied", "unchanged")
 
 #: Why an edited file cannot change a key of :data:`agent.daemon.RESTART_ONLY` on a reload.
 NEEDS_RESTART = "changed in the file; it takes a restart (systemctl restart edge-agent)"
@@ -82,3 +93,65 @@ def _report(status: str, problems: list[str], *, stopping: bool = False) -> tupl
         what = "went back to the config that was running; the file still has the edit, so fix it before a restart"
     log.error("config reload %s (%s): %s", status, what, "; ".join(problems))
     return status, problems
+
+
+@dataclass
+class ReloadRecord:
+    """The running agent's reloads: ``started`` counts the reloads begun, ``finished`` those done,
+    and ``status`` and ``problems`` are the last finished one's (``failed``: an unexpected error)."""
+
+    pid: int
+    started: int = 0
+    finished: int = 0
+    status: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def save(self, state_dir: Path) -> None:
+        try:
+            atomic_write(state_dir / RECORD_FILE, json.dumps(asdict(self)))
+        except OSError as error:
+            log.warning("cannot record the reload in %s for edge-agent reload: %s", state_dir,
+                        error.strerror or error)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ReloadRecord | None:
+        """The record in ``state_dir``; None if there is none or it is not one."""
+        try:
+            data = json.loads((state_dir / RECORD_FILE).read_text(encoding="utf-8"))
+            return cls(**data) if isinstance(data, dict) else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def request_reload(state_dir: Path, pid: int, timeout_s: float) -> ReloadRecord:
+    """SIGHUP the agent ``pid`` keeping its state in ``state_dir``, and wait for the outcome of a
+    reload that began after this call (so it read the file as it is now): what ``systemctl reload``
+    runs, as systemd asks of ExecReload= (synchronous). Raises UserError if no outcome comes."""
+    before = ReloadRecord.load(state_dir)
+    begun = before.started if before is not None and before.pid == pid else 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise UserError(f"no process {pid}: the agent is not running") from None
+    except PermissionError:
+        raise UserError(f"not allowed to signal process {pid}: run this as the agent's user or root") from None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        record = ReloadRecord.load(state_dir)
+        if record is not None and record.pid == pid and record.finished > begun:
+            return record
+        if not _alive(pid):
+            raise UserError(f"the agent (pid {pid}) stopped before its reload was done")
+    raise UserError(f"the agent (pid {pid}) did not finish the reload within {timeout_s:g} s; its log says "
+                    "how it ends (journalctl -u edge-agent)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

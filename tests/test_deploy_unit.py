@@ -63,7 +63,7 @@ def test_unit_declares_notify_watchdog_and_restart_limits() -> None:
     assert settings["Restart"] == "on-failure"
     assert int(settings["StartLimitBurst"]) > 0 and int(settings["StartLimitIntervalSec"]) > 0
     assert settings["ExecStart"].startswith(INSTALLED_BINARY + " run --config /etc/edge-agent/")
-    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last: the agent reloads its file on SIGHUP
+    assert settings["ExecReload"] == (INSTALLED_BINARY + " reload --config /etc/edge-agent/config.yaml --pid $MAINPID")
 
 
 def exec_reload_commands() -> list[list[str]]:
@@ -71,33 +71,42 @@ def exec_reload_commands() -> list[list[str]]:
     return [line.split("=", 1)[1].split() for line in UNIT.read_text().splitlines() if line.startswith("ExecReload=")]
 
 
-def test_systemctl_reload_checks_the_file_first_and_signals_the_agent_only_if_it_passes(
+def test_systemctl_reload_waits_for_the_agent_and_fails_unless_the_edit_is_applied(
     start_agent: Callable[..., AgentProcess], tmp_path: Path,
 ) -> None:
-    """The ExecReload= commands run as systemd runs them: in order, stopping at the first failure."""
+    """The ExecReload= commands run as systemd runs them: in order, stopping at the first failure;
+    systemctl reload returns when they are done, with their failure."""
     binary = str(Path(sys.executable).parent / "edge-agent")
-    agent = start_agent({"mqtt": {"port": free_port()}, "cameras": [
+    port = free_port()
+    agent = start_agent({"mqtt": {"port": port}, "cameras": [
         {"name": "cam", "source": "synthetic", "realtime": True, "calibration": {"frames": 20},
          "synthetic": {"anomaly": None}}]})
     config = tmp_path / "agent-0.yaml"
     assert agent.wait_for_log("camera cam: calibrated", 30), agent.log
 
-    def reload() -> subprocess.CompletedProcess[str] | None:
-        """The first failing command's result, or None when all passed."""
+    def reload() -> subprocess.CompletedProcess[str]:
+        """The first failing command's result, or the last one's when all passed."""
         for command in exec_reload_commands():
             argv = [binary if arg == INSTALLED_BINARY else str(config) if arg == "/etc/edge-agent/config.yaml"
                     else str(agent.process.pid) if arg == "$MAINPID" else arg for arg in command]
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=90)
             if result.returncode != 0:
-                return result
-        return None
+                break
+        return result
 
     good = config.read_text()
     config.write_text(good.replace("realtime: true", "realtime: true\n  detector: {on_threshold: 9}"))
-    assert reload() is None
-    assert agent.wait_for_log("reloaded and applied", 20), agent.log
+    applied = reload()
+    assert applied.returncode == 0 and "reload applied" in applied.stdout, applied.stdout + applied.stderr
+    assert "reloaded and applied" in agent.log  # done when the command returned, not later
+
     config.write_text(good + "\nunknown_key: 1\n")
-    failed = reload()
-    assert failed is not None and failed.returncode == 2 and "unknown_key: unknown key" in failed.stderr
+    broken = reload()
+    assert broken.returncode == 2 and "unknown_key: unknown key" in broken.stderr, broken.stderr
     assert agent.log.count("received SIGHUP") == 1  # the broken file never reached the agent
+
+    config.write_text(good.replace(f"port: {port}", f"port: {port}\n  keepalive_s: 17"))
+    needs_restart = reload()
+    assert needs_restart.returncode == 1, needs_restart.stdout + needs_restart.stderr
+    assert "reload rejected" in needs_restart.stderr and "takes a restart" in needs_restart.stderr
     assert agent.process.poll() is None and agent.stop() == 0
