@@ -176,6 +176,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from agent.forget import forget
+
+    setup_logging("WARNING")  # what TLS has to say
+    return forget(broker_config(args), args.base, args.device, args.discovery_prefix, force=args.force,
+                  dry_run=args.dry_run, timeout=args.timeout, out=sys.stdout)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import json
 
@@ -417,6 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--base", default="edge", help="base topic (default: edge)")
     config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device")
     config.set_defaults(func=cmd_config)
+
+    forget = sub.add_parser(
+        "forget", help="empty the retained topics a retired or renamed device left on the broker",
+        description="Empties DEVICE's retained topics (status, config state, camera status, snapshots, anomaly) "
+        "and its Home Assistant discovery configs, then asks the broker what is left. Refuses a device whose "
+        "status says online, unless --force. Exit 0 if none is left, 1 if some are, 2 on an error.")
+    forget.add_argument("device", help="the device id it had")
+    add_broker_options(forget)
+    forget.add_argument("--base", default="edge", help="base topic it had (default: edge)")
+    forget.add_argument("--discovery-prefix", default="homeassistant",
+                        help="Home Assistant discovery prefix (default: homeassistant)")
+    forget.add_argument("--dry-run", action="store_true", help="list what would be emptied; change nothing")
+    forget.add_argument("--force", action="store_true", help="also when the device says it is online")
+    forget.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    forget.set_defaults(func=cmd_forget)
 
     enhance = sub.add_parser("enhance", help="measure snapshot enhancement on degraded real frames")
     enhance.add_argument("--eval", required=True, metavar="DIR", help="folder(s) of image sequences, searched recursively")

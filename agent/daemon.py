@@ -30,6 +30,7 @@ from agent.events import EventReporter
 from agent.delegates import DelegatedModel
 from agent.health import STARTING, HealthMonitor
 from agent.homeassistant import HomeAssistant
+from agent.identity import note_identity
 from agent.http_metrics import MetricsServer
 from agent.pipeline import CameraPipeline
 from agent.messages import Message
@@ -363,6 +364,7 @@ class Agent:
                 log.warning("cannot save the camera roster in %s: %s", self.config.state_dir, error.strerror or error)
 
     def start(self) -> None:
+        note_identity(self.config)
         self.forget_departed()
         # Cameras first: requests queued for us at the broker arrive as soon as we connect.
         for runtime in self.cameras.values():
