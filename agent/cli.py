@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,13 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import Agent
     from agent.reload import effective_config
     from agent.remote_config import ConfigStore
-    from agent.state_lock import hold_state_dir
+    from agent.state_lock import StateDirLock
 
     path = Path(args.config)
     data = read_config_data(path)
     file_config = parse_config(data, where=str(path), base_dir=path.resolve().parent)
     setup_logging(args.log_level or file_config.log_level, file_config.log_format)
-    with hold_state_dir(file_config.state_dir):  # before anything in it is read; released at exit
+    with StateDirLock(file_config.state_dir):  # before anything in it is read; released at exit
         store = ConfigStore(data, file_config.state_dir, path.resolve().parent, tuple(file_config.groups))
         agent = Agent(effective_config(store, file_config, path), store, config_file=path)
         signal.signal(signal.SIGHUP, lambda signum, _frame: agent.signalled(signum))  # then no HUP is missed
@@ -131,18 +132,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    from agent.config import load_config
     from agent.reload import GOOD_OUTCOMES, request_reload
     from agent.state_lock import running_agent
 
-    config = checked_config(args.config)  # a file with errors never reaches the agent
+    # The check loads the model's runtime (60 MB): in a child, so that what waits out the reload
+    # beside the agent (in its cgroup under systemd, at its memory peak) stays small.
+    check = subprocess.run([sys.executable, "-m", "agent", "check-config", args.config],
+                           capture_output=True, text=True, check=False)
+    if check.returncode != 0:  # a file with errors never reaches the agent
+        sys.stderr.write(check.stderr)
+        return check.returncode
+    config = load_config(args.config)
     holder = running_agent(config.state_dir)
-    if holder is None:
+    if holder is None or (args.pid is not None and holder != args.pid):
+        if args.pid is not None:
+            raise UserError(f"the agent {args.pid} does not keep its state in {config.state_dir}, the state_dir "
+                            f"{args.config} names" + (f" (pid {holder} does)" if holder else "")
+                            + ": state_dir takes a restart (systemctl restart edge-agent)")
         raise UserError(f"no agent is running with state_dir {config.state_dir} (the one {args.config} names)")
-    if args.pid is not None and holder != args.pid:
-        raise UserError(f"the agent {args.pid} does not keep its state in {config.state_dir}, the state_dir "
-                        f"{args.config} names (pid {holder} does): state_dir takes a restart "
-                        "(systemctl restart edge-agent)")
-    record = request_reload(config.state_dir, holder, args.timeout)
+    # A reload may wait for a remote change's health check, then do its own.
+    timeout = args.timeout if args.timeout is not None else 2 * config.remote.health_timeout_s + 30
+    record = request_reload(config.state_dir, holder, timeout)
     print(f"{args.config}: reload {record.status} by the agent (pid {holder})"
           + "".join(f"\n  {problem}" for problem in record.problems),
           file=sys.stdout if record.status in GOOD_OUTCOMES else sys.stderr)
@@ -392,12 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser(
         "reload", help="check a config file, have the agent running on it apply it, and wait for the outcome",
         description="What systemctl reload runs. Exit 0 if the agent applied the file (or it changed nothing), "
-        "1 if the agent turned it down or went back, 2 if the file has errors (the agent is not disturbed) "
-        "or no agent answers.")
+        "1 if the agent turned it down or went back, 2 if the file has errors (the agent is not disturbed), "
+        "no agent runs on its state_dir, or no outcome came within --timeout.")
     reload.add_argument("--config", "-c", default="config.yaml", help="config file (default: config.yaml)")
     reload.add_argument("--pid", type=int, help="the agent's PID, to check it is the one (systemd: $MAINPID)")
-    reload.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for the agent's outcome (default: 60)")
+    reload.add_argument("--timeout", type=float,
+                        help="seconds to wait for the agent's outcome (default: 2 x remote.health_timeout_s + 30)")
     reload.set_defaults(func=cmd_reload)
 
     listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")

@@ -129,6 +129,7 @@ class Agent:
             config.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"state_dir: cannot create {config.state_dir}: {error.strerror}") from None
+        self._reloads.save(config.state_dir)  # this run's, before any SIGHUP is taken
         self.control = RemoteControl(self, store) if store is not None and config.remote.enabled else None
         control = self.control
         self.publisher = MqttPublisher(

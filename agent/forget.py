@@ -3,66 +3,99 @@ broker (its status, config state, camera statuses, snapshots, anomaly states and
 discovery configs), so dashboards and Home Assistant stop showing it.
 
 A running device would publish them again, so a device whose status says ``online`` is refused
-unless forced. Discovery configs are only touched when they name the device as edge-agent's, and
-the broker is asked afterwards what is left, so a refused publish (an ACL) cannot pass unseen."""
+unless forced. Discovery configs are only touched when they name the device as edge-agent's. The
+broker is asked afterwards what is left, so a refused publish cannot pass unseen; what this broker
+account may not read, it cannot see, so the answer is about what the account sees."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import uuid
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 
-from agent.config import MqttConfig
+from agent.config import NAME_PATTERN, MqttConfig
 from agent.connection import command_client, connect_or_fail
 from agent.errors import UserError
 from agent.topics import Topics
 
-#: Retained messages come right after the subscription is acknowledged; this long without one
-#: more means the broker has sent them all.
-SETTLE_S = 0.5
-
 
 class RetainedReader:
-    """The retained, non-empty messages on some topic filters, as the broker has them now."""
+    """The retained, non-empty messages on some topic filters, as the broker has them now.
 
-    def __init__(self, client: mqtt.Client, timeout: float) -> None:
+    The broker sends a subscription's retained messages before it handles the client's next
+    packet, so a marker this client publishes right after subscribing arrives after all of them,
+    however slow the link (a time without messages would not tell: a large snapshot takes long)."""
+
+    def __init__(self, client: mqtt.Client, marker_root: str, timeout: float) -> None:
         self._client, self._timeout = client, timeout
+        self._marker = f"{marker_root}/forget-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
         self._messages: dict[str, bytes] = {}
-        self._last = time.monotonic()
+        self._marked = threading.Event()
+        self._subscribed = threading.Event()
+        self._granted: list[Any] = []
+        self._refused: dict[int, str] = {}
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._marker:
+            self._marked.set()
+            return
         with self._lock:
-            self._last = time.monotonic()
             if message.retain and message.payload:
                 self._messages[message.topic] = message.payload
             else:
                 self._messages.pop(message.topic, None)
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
+        self._granted = reasons
+        self._subscribed.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            with self._lock:
+                self._refused[mid] = str(reason)
+
     def read(self, filters: list[str]) -> dict[str, bytes]:
         """Subscribe afresh to ``filters`` (the broker sends what it retains) and collect."""
         with self._lock:
             self._messages.clear()
-        acked = threading.Event()
-        self._client.on_subscribe = lambda *args: acked.set()
-        self._client.unsubscribe(filters)
-        self._client.subscribe([(topic, 1) for topic in filters])
-        if not acked.wait(self._timeout):
+        self._subscribed.clear()
+        self._marked.clear()
+        self._client.unsubscribe([*filters, self._marker])
+        self._client.subscribe([(topic, 1) for topic in [*filters, self._marker]])
+        if not self._subscribed.wait(self._timeout):
             raise UserError(f"the broker did not acknowledge the subscription to {', '.join(filters)}")
-        deadline = time.monotonic() + self._timeout
-        with self._lock:
-            self._last = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            with self._lock:
-                if time.monotonic() - self._last >= SETTLE_S:
-                    break
+        refused = [f"{topic} ({reason})" for topic, reason in zip([*filters, self._marker], self._granted, strict=False)
+                   if reason.is_failure]
+        if refused:
+            raise UserError(f"the broker refused the subscription to {', '.join(refused)}")
+        if refused := self.publish_all({self._marker: b""}, retain=False):
+            raise UserError(f"the broker refused {self._marker} ({refused[self._marker]}): this account needs "
+                            "to write under the device's topics to empty them")
+        if not self._marked.wait(self._timeout):
+            raise UserError(f"the broker did not pass on {self._marker} within {self._timeout:g} s")
         with self._lock:
             return dict(self._messages)
+
+    def publish_all(self, payloads: dict[str, bytes], *, retain: bool) -> dict[str, str]:
+        """Publish at QoS 1 and wait for the acknowledgements; the refused ones, topic -> reason."""
+        sent = {topic: self._client.publish(topic, payload, qos=1, retain=retain) for topic, payload in payloads.items()}
+        deadline = time.monotonic() + self._timeout
+        for info in sent.values():
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        unacked = [topic for topic, info in sent.items() if not info.is_published()]
+        if unacked:
+            raise UserError(f"the broker did not acknowledge {len(unacked)} publish(es) within {self._timeout:g} s")
+        with self._lock:
+            return {topic: self._refused[info.mid] for topic, info in sent.items() if info.mid in self._refused}
 
 
 def is_own_discovery(payload: bytes, device: str) -> bool:
@@ -77,17 +110,26 @@ def is_own_discovery(payload: bytes, device: str) -> bool:
 def forget(broker: MqttConfig, base: str, device: str, discovery_prefix: str, *, force: bool, dry_run: bool,
            timeout: float, out: TextIO) -> int:
     """Empty ``device``'s retained topics; 0 if none is left, 1 if some are (printed)."""
+    if not re.fullmatch(NAME_PATTERN, device):
+        raise UserError(f"DEVICE: {device!r} is not a device id (letters, digits, _ and -, at most 64)")
+    for option, value in (("--base", base), ("--discovery-prefix", discovery_prefix)):
+        if not value or any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+            raise UserError(f"{option}: {value!r} is not a topic prefix (no + or #, no leading or trailing /)")
     topics = Topics(base, device)
     client = command_client(broker)
-    reader = RetainedReader(client, timeout)
+    reader = RetainedReader(client, topics.root, timeout)
     connect_or_fail(client, broker)
     client.loop_start()
     try:
         filters = [f"{topics.root}/#", f"{discovery_prefix}/+/{device}/+/config"]
-        retained = {topic: payload for topic, payload in reader.read(filters).items()
+
+        def own(seen: dict[str, bytes]) -> dict[str, bytes]:
+            return {topic: payload for topic, payload in seen.items()
                     if topic.startswith(f"{topics.root}/") or is_own_discovery(payload, device)}
+
+        retained = own(reader.read(filters))
         if not retained:
-            print(f"the broker keeps nothing retained for device {device} (under {topics.root}/ and "
+            print(f"this broker account sees nothing retained for device {device} (under {topics.root}/ and "
                   f"{discovery_prefix}/)", file=out)
             return 0
         if retained.get(topics.status) == b"online" and not force:
@@ -97,16 +139,15 @@ def forget(broker: MqttConfig, base: str, device: str, discovery_prefix: str, *,
             print(f"{'would empty' if dry_run else 'emptying'} {topic}", file=out)
         if dry_run:
             return 0
-        sent = [client.publish(topic, b"", qos=1, retain=True) for topic in retained]
-        for info in sent:
-            info.wait_for_publish(timeout)
-        left = reader.read(filters)
-        left = {topic: payload for topic, payload in left.items() if topic in retained}
-        if left:
-            print(f"{len(left)} of {len(retained)} still retained (does this broker account have write access "
-                  "to them?):" + "".join(f"\n  {topic}" for topic in sorted(left)), file=out)
+        refused = reader.publish_all(dict.fromkeys(retained, b""), retain=True)
+        left = own(reader.read(filters))
+        if refused or left:
+            problems = {**{topic: "still retained" for topic in left}, **refused}
+            print(f"{len(problems)} topic(s) not emptied (does this broker account have write access to them?):"
+                  + "".join(f"\n  {topic}: {why}" for topic, why in sorted(problems.items())), file=out)
             return 1
-        print(f"device {device}: {len(retained)} retained topic(s) emptied; the broker keeps none now", file=out)
+        print(f"device {device}: {len(retained)} retained topic(s) emptied; this broker account sees none now",
+              file=out)
         return 0
     finally:
         client.loop_stop()

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,10 +98,12 @@ def _report(status: str, problems: list[str], *, stopping: bool = False) -> tupl
 
 @dataclass
 class ReloadRecord:
-    """The running agent's reloads: ``started`` counts the reloads begun, ``finished`` those done,
-    and ``status`` and ``problems`` are the last finished one's (``failed``: an unexpected error)."""
+    """The running agent's reloads: ``run`` names the agent's run (a PID can come back after a
+    restart), ``started`` counts the reloads begun in it, ``finished`` those done, and ``status``
+    and ``problems`` are the last finished one's (``failed``: an unexpected error)."""
 
     pid: int
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: int = 0
     finished: int = 0
     status: str = ""
@@ -122,13 +125,19 @@ class ReloadRecord:
         except (OSError, ValueError, TypeError):
             return None
 
+    def answers(self, before: ReloadRecord | None) -> bool:
+        """Whether this record holds the outcome of a reload that began after ``before`` was read:
+        one more finished in the same run, or any finished in a run that began since (the agent
+        writes a fresh record as it starts, before it takes any signal)."""
+        if before is not None and before.run == self.run:
+            return self.finished > before.started
+        return self.finished > 0
 
 def request_reload(state_dir: Path, pid: int, timeout_s: float) -> ReloadRecord:
     """SIGHUP the agent ``pid`` keeping its state in ``state_dir``, and wait for the outcome of a
     reload that began after this call (so it read the file as it is now): what ``systemctl reload``
     runs, as systemd asks of ExecReload= (synchronous). Raises UserError if no outcome comes."""
     before = ReloadRecord.load(state_dir)
-    begun = before.started if before is not None and before.pid == pid else 0
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -139,7 +148,7 @@ def request_reload(state_dir: Path, pid: int, timeout_s: float) -> ReloadRecord:
     while time.monotonic() < deadline:
         time.sleep(0.1)
         record = ReloadRecord.load(state_dir)
-        if record is not None and record.pid == pid and record.finished > begun:
+        if record is not None and record.pid == pid and record.answers(before):
             return record
         if not _alive(pid):
             raise UserError(f"the agent (pid {pid}) stopped before its reload was done")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.broker import LocalBroker
+from agent.broker import LocalBroker, free_port
 from tests.conftest import AgentProcess, Subscriber
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
@@ -83,13 +87,13 @@ def test_a_stopped_device_is_forgotten_and_nothing_else_is_touched(broker: Local
     result = forget(broker)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.removeprefix("emptying ") for line in result.stdout.splitlines()[:-1]] == own
-    assert f"device old-name: {len(own)} retained topic(s) emptied; the broker keeps none now" in result.stdout
+    assert f"device old-name: {len(own)} retained topic(s) emptied; this broker account sees none now" in result.stdout
     after = retained_now(broker, ["edge/#", "homeassistant/#"])
     assert not set(own) & set(after), after.keys()
     assert set(before) - set(own) <= set(after)  # the foreign config, the device that runs on (it is live)
     assert after[FOREIGN] == before[FOREIGN] and after["edge/other/status"] == b"online"
     again = forget(broker)
-    assert again.returncode == 0 and "the broker keeps nothing retained for device old-name" in again.stdout
+    assert again.returncode == 0 and "this broker account sees nothing retained for device old-name" in again.stdout
 
 
 def test_a_dry_run_lists_and_changes_nothing(broker: LocalBroker, retired: AgentProcess) -> None:
@@ -111,10 +115,11 @@ def test_a_device_that_says_it_is_online_is_refused_unless_forced(broker: LocalB
 
 
 def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_path: Path) -> None:
-    """Only a client named ``old-name`` may write under edge/old-name/ (mosquitto's %c): forget's
-    own client is refused, and the broker, asked afterwards, still has every topic."""
+    """Only a client named ``old-name`` may write under edge/old-name/ (mosquitto's %c); anybody
+    may write one level below it (forget's marker, the device status), not deeper: the camera's
+    topic is refused, and the broker, asked afterwards, still has it."""
     acl = tmp_path / "acl"
-    acl.write_text("topic read #\npattern write edge/%c/#\npattern write forget-test/#\n")
+    acl.write_text("topic read #\npattern write edge/%c/#\ntopic write edge/old-name/+\npattern write forget-test/#\n")
     with LocalBroker(extra_config=[f"acl_file {acl}"]) as broker:
         seeder = mqtt_client(broker, "old-name")
         for topic, payload in (("edge/old-name/status", b"offline"), ("edge/old-name/cam/status", b"offline")):
@@ -124,9 +129,30 @@ def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_p
         assert len(retained_now(broker, ["edge/old-name/#"])) == 2
         result = forget(broker)
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "2 of 2 still retained (does this broker account have write access to them?):\n" \
-               "  edge/old-name/cam/status\n  edge/old-name/status" in result.stdout, result.stdout
-        assert len(retained_now(broker, ["edge/old-name/#"])) == 2
+        assert "1 topic(s) not emptied (does this broker account have write access to them?):\n" \
+               "  edge/old-name/cam/status: Not authorized" in result.stdout, result.stdout
+        assert retained_now(broker, ["edge/old-name/#"]) == {"edge/old-name/cam/status": b"offline"}
+
+
+def test_an_account_that_may_not_write_under_the_device_is_told_so_and_nothing_changes(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\npattern write edge/%c/#\npattern write forget-test/#\n")
+    with LocalBroker(extra_config=[f"acl_file {acl}"]) as broker:
+        seeder = mqtt_client(broker, "old-name")
+        seeder.publish("edge/old-name/status", b"offline", qos=1, retain=True).wait_for_publish(5)
+        seeder.loop_stop()
+        seeder.disconnect()
+        result = forget(broker)
+        assert result.returncode == 2
+        assert "this account needs to write under the device's topics to empty them" in result.stderr, result.stderr
+        assert retained_now(broker, ["edge/old-name/#"]) == {"edge/old-name/status": b"offline"}
+
+
+def test_a_device_name_with_wildcards_or_levels_is_refused(broker: LocalBroker) -> None:
+    for device in ("door/cam1", "#", "+"):
+        result = subprocess.run([EDGE_AGENT, "forget", device, "--port", str(broker.port)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "is not a device id" in result.stderr, (device, result.stderr)
 
 
 def test_a_renamed_box_says_how_to_forget_its_old_name_and_that_command_does(
@@ -162,3 +188,65 @@ def wait_for_retained(broker: LocalBroker, topic: str, timeout: float = 30) -> b
         return sub.wait_for(lambda: any(m.payload for m in sub.on(topic)), timeout)
     finally:
         sub.close()
+
+
+class SlowLink:
+    """A loopback TCP proxy to the broker that passes the broker's bytes at ``rate`` bytes/s: a
+    box on a slow uplink, where one retained snapshot takes longer than any quiet spell one might
+    wait for."""
+
+    def __init__(self, broker: LocalBroker, rate: float) -> None:
+        self.port, self._broker, self._rate = free_port(), broker, rate
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self._broker.host, self._broker.port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self._rate), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket, rate: float | None) -> None:
+        try:
+            while data := source.recv(16384):
+                if rate:
+                    time.sleep(len(data) / rate)
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def slow_link(broker: LocalBroker) -> Iterator[SlowLink]:
+    link = SlowLink(broker, rate=200_000)
+    yield link
+    link.close()
+
+
+def test_on_a_slow_link_every_retained_topic_is_found_however_long_the_snapshots_take(
+    broker: LocalBroker, slow_link: SlowLink,
+) -> None:
+    seeder = mqtt_client(broker, "slow-box")
+    published = {"edge/slow-box/status": b"offline", "edge/slow-box/a/status": b"offline",
+                 "edge/slow-box/a/snapshot": b"J" * 150_000, "edge/slow-box/b/snapshot": b"J" * 150_000,
+                 "edge/slow-box/b/status": b"offline"}
+    for topic, payload in published.items():
+        seeder.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    seeder.loop_stop()
+    seeder.disconnect()
+    result = subprocess.run([EDGE_AGENT, "forget", "slow-box", "--port", str(slow_link.port)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "device slow-box: 5 retained topic(s) emptied" in result.stdout, result.stdout
+    assert retained_now(broker, ["edge/slow-box/#"]) == {}

@@ -3,6 +3,7 @@ command finds the agent a config file belongs to, waits for its outcome and exit
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,3 +105,41 @@ def test_reload_refuses_an_agent_that_keeps_its_state_elsewhere(
     assert f"(pid {other.process.pid} does): state_dir takes a restart" in result.stderr, result.stderr
     assert "received SIGHUP" not in agent.log + other.log
     assert agent.stop() == 0 and other.stop() == 0
+
+
+def test_reload_is_not_misled_by_a_record_a_former_run_with_the_same_pid_left(
+    start_agent: Callable[..., AgentProcess], tmp_path: Path,
+) -> None:
+    """PIDs come back after a reboot: a record of another run, even one with this agent's PID and
+    more reloads than it has done, is not waited on."""
+    agent = started(start_agent, {"mqtt": {"port": free_port()}, "cameras": [camera()]})
+    record = tmp_path / "state" / "reload.json"
+    record.write_text(json.dumps({"pid": agent.process.pid, "run": "an-old-run", "started": 3, "finished": 3,
+                                  "status": "applied", "problems": []}))
+    result = reload(tmp_path / "agent-0.yaml", "--pid", str(agent.process.pid), "--timeout", "30")
+    assert result.returncode == 0 and "reload unchanged" in result.stdout, result.stdout + result.stderr
+    assert agent.stop() == 0
+
+
+def test_reload_says_a_new_state_dir_takes_a_restart_when_no_agent_holds_it(
+    start_agent: Callable[..., AgentProcess], tmp_path: Path,
+) -> None:
+    config = {"mqtt": {"port": free_port()}, "cameras": [camera()]}
+    agent = started(start_agent, config)
+    file = tmp_path / "agent-0.yaml"
+    config["state_dir"] = str(tmp_path / "moved")
+    file.write_text(yaml.safe_dump(config))
+    result = reload(file, "--pid", str(agent.process.pid))
+    assert result.returncode == 2
+    assert f"the agent {agent.process.pid} does not keep its state in {tmp_path / 'moved'}, the state_dir " \
+           f"{file} names: state_dir takes a restart" in result.stderr, result.stderr
+    assert "received SIGHUP" not in agent.log
+    assert agent.stop() == 0
+
+
+def test_a_clean_stop_leaves_no_pid_to_signal(start_agent: Callable[..., AgentProcess], tmp_path: Path) -> None:
+    agent = started(start_agent, {"mqtt": {"port": free_port()}, "cameras": [camera()]})
+    pid_file = tmp_path / "state" / "agent.pid"
+    assert pid_file.read_text() == f"{agent.process.pid}\n"
+    assert agent.stop() == 0
+    assert pid_file.read_text() == ""
