@@ -62,7 +62,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pki")
     make_certs(root / "ca", "ca")
     make_certs(root / "ca", "server", "127.0.0.1", "localhost")
-    for device in ("dev-a", "dev-b", "homeassistant", "operator"):
+    for device in ("dev-a", "dev-b", "dev-verified", "homeassistant", "operator"):
         make_certs(root / "ca", "device", device)
     make_certs(root / "ca", "device", "expired", "--days", "-1")
     make_certs(root / "other", "ca")
