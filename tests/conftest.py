@@ -123,6 +123,35 @@ def event_message(seq: int, device: str) -> bytes:
 
 
 @contextmanager
+def own_session(args: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """``args`` (from the repository) in a session and process group of its own, output piped.
+
+    Whatever it started (a broker, an agent) is in that group: at the end, passed or failed or
+    timed out, the whole group is killed by its id, so no child outlives the test."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is empty: everything in it has exited
+            pass
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Its stdout and stderr once it exits; fails the test if it has not within ``timeout`` s."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{process.args} did not finish within {timeout} s")
+
+
+@contextmanager
 def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[subprocess.Popen[str]]:
     """``edge-agent listen OPTIONS`` in a process of its own, subscribed by the time this yields.
 
