@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import selectors
 import shutil
 import signal
 import ssl
@@ -122,6 +123,31 @@ def event_message(seq: int, device: str) -> bytes:
     }).encode()
 
 
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The next line ``process`` writes to its stdout (what came before end of file, if it closed
+    it first); kills it and fails the test if no whole line comes within ``timeout`` s.
+
+    Reads the pipe byte by byte, never through the file object's buffer, so a later
+    ``communicate()`` still gets everything after this line."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    line = bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                process.kill()
+                process.wait()
+                pytest.fail(f"no line from {process.args} within {timeout} s; got {bytes(line)!r}")
+            byte = os.read(fd, 1)
+            if not byte:  # end of file
+                break
+            line += byte
+    return line.decode(errors="replace")
+
+
 @contextmanager
 def own_session(args: list[str]) -> Iterator[subprocess.Popen[str]]:
     """``args`` (from the repository) in a session and process group of its own, output piped.
@@ -162,9 +188,11 @@ def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[su
     listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        assert listen.stdout is not None
-        first = listen.stdout.readline()
-        assert device in first and "status online" in first, first + (listen.stderr.read() if listen.stderr else "")
+        first = read_line(listen, timeout=30)
+        if not (device in first and "status online" in first):
+            listen.kill()  # so its stderr ends and can be read whole
+            _, err = listen.communicate()
+            pytest.fail(f"listen's first line is not {device}'s status: {first!r}\n{err}")
         yield listen
     finally:
         publisher.publish(f"edge/{device}/status", b"", qos=1, retain=True).wait_for_publish(5)
