@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import selectors
 import shutil
 import signal
 import ssl
@@ -62,7 +63,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pki")
     make_certs(root / "ca", "ca")
     make_certs(root / "ca", "server", "127.0.0.1", "localhost")
-    for device in ("dev-a", "dev-b", "homeassistant", "operator"):
+    for device in ("dev-a", "dev-b", "dev-verified", "homeassistant", "operator"):
         make_certs(root / "ca", "device", device)
     make_certs(root / "ca", "device", "expired", "--days", "-1")
     make_certs(root / "other", "ca")
@@ -122,6 +123,60 @@ def event_message(seq: int, device: str) -> bytes:
     }).encode()
 
 
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The next line ``process`` writes to its stdout (what came before end of file, if it closed
+    it first); kills it and fails the test if no whole line comes within ``timeout`` s.
+
+    Reads the pipe byte by byte, never through the file object's buffer, so a later
+    ``communicate()`` still gets everything after this line."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    line = bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                process.kill()
+                process.wait()
+                pytest.fail(f"no line from {process.args} within {timeout} s; got {bytes(line)!r}")
+            byte = os.read(fd, 1)
+            if not byte:  # end of file
+                break
+            line += byte
+    return line.decode(errors="replace")
+
+
+@contextmanager
+def own_session(args: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """``args`` (from the repository) in a session and process group of its own, output piped.
+
+    Whatever it started (a broker, an agent) is in that group: at the end, passed or failed or
+    timed out, the whole group is killed by its id, so no child outlives the test."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is empty: everything in it has exited
+            pass
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Its stdout and stderr once it exits; fails the test if it has not within ``timeout`` s."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{process.args} did not finish within {timeout} s")
+
+
 @contextmanager
 def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[subprocess.Popen[str]]:
     """``edge-agent listen OPTIONS`` in a process of its own, subscribed by the time this yields.
@@ -133,9 +188,11 @@ def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[su
     listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        assert listen.stdout is not None
-        first = listen.stdout.readline()
-        assert device in first and "status online" in first, first + (listen.stderr.read() if listen.stderr else "")
+        first = read_line(listen, timeout=30)
+        if not (device in first and "status online" in first):
+            listen.kill()  # so its stderr ends and can be read whole
+            _, err = listen.communicate()
+            pytest.fail(f"listen's first line is not {device}'s status: {first!r}\n{err}")
         yield listen
     finally:
         publisher.publish(f"edge/{device}/status", b"", qos=1, retain=True).wait_for_publish(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.broker import LocalBroker, free_port
-from tests.conftest import REPO, AgentProcess, Subscriber
+from tests.conftest import REPO, AgentProcess, Subscriber, wait_until
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,5 +78,9 @@ def test_an_unopenable_camera_is_retried_while_the_others_work(
     assert sub.wait_for(lambda: [m.payload for m in sub.on("ok/status")][-1:] == [b"online"], 20)
     assert sub.wait_for(lambda: [m.payload for m in sub.on("gone/status")][-1:] == [b"offline"], 20)
     assert agent.wait_for_log("camera ok: calibrated", 30), agent.log
+    # Retried, not given up on: a second failed attempt to open it, after the first one's wait.
+    failure = re.compile(r"camera gone: video file not found: .*; retrying in")
+    assert wait_until(lambda: len(failure.findall(agent.log)) >= 2, 20), agent.log
+    assert agent.process.poll() is None
     assert agent.stop() == 0
     assert "Traceback" not in agent.log

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import finish, own_session
 
 
 def test_a_short_bench_run_reports_every_figure_as_json() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--frames", "100", "--json", "--no-progress"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    with own_session([sys.executable, "-m", "agent", "bench", "--frames", "100", "--json", "--no-progress"]) as bench:
+        out, err = finish(bench, timeout=120)
+    assert bench.returncode == 0, err
+    report = json.loads(out)
     for key in ("throughput_fps", "decode_only_fps", "inference_only_fps", "peak_rss_mb", "cpu_percent",
                 "cold_start_s"):
         assert report[key] > 0, key
@@ -29,10 +27,9 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
     assert report["event_latency_ms"]["p50"] > 0
 
 
-def test_a_source_that_does_not_open_is_an_error_not_a_hang(tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "--source", str(tmp_path / "missing.mp4"), "--no-progress"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )
-    assert result.returncode == 2
-    assert "video file not found" in result.stderr
+def test_a_source_that_does_not_open_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "agent", "bench", "--source", str(tmp_path / "missing.mp4"), "--no-progress"]
+    with own_session(args) as bench:
+        _, err = finish(bench, timeout=60)
+    assert bench.returncode == 2
+    assert "video file not found" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +25,7 @@ from agent.clips import CODECS, STALE_PART_S, Clip, ClipFile, ClipRecorder, enfo
 from agent.config import ClipsConfig, SyntheticConfig
 from agent.frames import Frame
 from agent.sources.synthetic import SyntheticScene
-from tests.conftest import AgentProcess, Subscriber
+from tests.conftest import AgentProcess, Subscriber, wait_until
 from tests.test_snapshot import decode
 
 BITS, BLOCK = 10, 16
@@ -149,27 +150,38 @@ def test_the_pre_roll_ring_is_bounded_by_seconds_and_by_memory(tmp_path: Path) -
 
 
 def test_the_camera_loop_does_not_wait_for_the_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's first write hangs (a stuck SD card) until the test lets it go: every add()
+    of the camera loop returns meanwhile, and the clip is complete once the write can go on."""
     real_write = ClipFile.write
+    writing = threading.Event()  # a write has started and is held
+    go_on = threading.Event()  # the card is back
+    waited_in_vain: list[int] = []  # writes that gave up waiting: the camera loop was blocked on one
 
-    def slow_write(self: ClipFile, frame: Any) -> None:
-        time.sleep(0.05)  # a slow SD card
+    def stuck_write(self: ClipFile, frame: Any) -> None:
+        writing.set()
+        # Bounded, so a camera loop that does wait fails the test instead of hanging it.
+        if not go_on.wait(5):
+            waited_in_vain.append(frame.slot)
+            go_on.set()
         real_write(self, frame)
 
-    monkeypatch.setattr(ClipFile, "write", slow_write)
+    monkeypatch.setattr(ClipFile, "write", stuck_write)
     clips: list[Clip] = []
     recorder = ClipRecorder("cam", ClipsConfig(enabled=True, pre_roll_s=1, post_roll_s=1), tmp_path, clips.append)
-    took = []
-    for index in range(60):
-        frame = camera_frame(index, 10)
-        t0 = time.perf_counter()
-        recorder.add(frame, [])
-        if index == 20:
-            recorder.start(EVENT, frame.pts)
-        if index == 30:
-            recorder.end(EVENT, frame.pts)
-        took.append(time.perf_counter() - t0)
-    assert max(took) < 0.05 and not clips  # 31 frames at 50 ms each are still being written
-    recorder.flush()
+    try:
+        for index in range(60):
+            frame = camera_frame(index, 10)
+            recorder.add(frame, [])
+            if index == 20:
+                recorder.start(EVENT, frame.pts)
+            if index == 30:
+                recorder.end(EVENT, frame.pts)
+        assert not waited_in_vain, "the camera loop waited for a write that could not finish"
+        assert wait_until(writing.is_set, timeout=10), "the encoder never started writing the clip"
+        assert not go_on.is_set() and not clips  # every add() returned while the write was held
+    finally:
+        go_on.set()
+        recorder.flush()
     assert clips and clips[0].frames == 31
 
 

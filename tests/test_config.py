@@ -63,8 +63,9 @@ def test_defaults_fill_everything_but_the_cameras() -> None:
     assert problems({}) == ["cameras: is required"]
 
 
-def test_a_negative_fps_names_its_key_path() -> None:
-    data = {"cameras": [{"name": "cam", "source": "synthetic", "fps": 0}]}
+@pytest.mark.parametrize("fps", [-5, 0], ids=["negative", "zero"])
+def test_a_negative_or_zero_fps_names_its_key_path(fps: float) -> None:
+    data = {"cameras": [{"name": "cam", "source": "synthetic", "fps": fps}]}
     assert problems(data) == ["cameras[0].fps: must be > 0"]
 
 

@@ -152,7 +152,7 @@ def test_cameras_added_or_removed_remotely_are_announced_and_retracted(
     agent.stop()
 
 
-def test_home_assistant_settings_change_only_with_a_restart(
+def test_home_assistant_settings_are_rejected_when_changed_over_mqtt(
     broker: LocalBroker,
     subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[..., AgentProcess],

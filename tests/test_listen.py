@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from agent.broker import LocalBroker
 from agent.listen import SEQ_MEMORY, SeqTracker
-from tests.conftest import event_message, listening
+from tests.conftest import event_message, listening, read_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,9 +122,8 @@ def test_listen_stopped_by_ctrl_c_or_sigterm_prints_its_summary_and_exits_0(
 ) -> None:
     """kill, systemd and supervisors stop it with SIGTERM: the same ending as Ctrl-C."""
     with listening(publisher, "box", "--port", str(broker.port)) as listen:
-        assert listen.stdout is not None
         publisher.publish("edge/box/cam/event", event_message(1, "box"), qos=1).wait_for_publish(5)
-        assert " START " in listen.stdout.readline()
+        assert " START " in read_line(listen, timeout=30)
         listen.send_signal(stop)
         out, err = listen.communicate(timeout=10)
     assert listen.returncode == 0, err

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
 from tests.conftest import AgentProcess, Subscriber
@@ -22,8 +24,32 @@ def starts_in_log(agent: AgentProcess) -> int:
     return len(re.findall(r"event \w+ start on", agent.log))
 
 
+def frames_in(video: Path) -> int:
+    """Frames in one loop of ``video``."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+
+
+def frames_processed(sub: Subscriber, device: str, skip: int) -> int:
+    """The camera's processed-frame count in the newest ``metrics`` message after the first ``skip``."""
+    metrics = sub.on(f"{device}/metrics")[skip:]
+    return int(json.loads(metrics[-1].payload)["cameras"]["cam"]["frames"]) if metrics else -1
+
+
+def wait_for_frames(sub: Subscriber, device: str, skip: int, at_least: int, timeout: float = 120) -> int:
+    """Wait until a ``metrics`` message after the first ``skip`` reports ``at_least`` frames processed."""
+    assert sub.wait_for(lambda: frames_processed(sub, device, skip) >= at_least, timeout), (
+        f"{device}: {frames_processed(sub, device, skip)} frames processed, waited for {at_least}")
+    return frames_processed(sub, device, skip)
+
+
 def looping_config(broker: LocalBroker, device: str, video: Path, state_dir: Path) -> dict[str, Any]:
-    return {"device_id": device, "state_dir": str(state_dir), "mqtt": {"port": broker.port},
+    # Metrics every second: the tests follow the frames processed to know the video has looped.
+    return {"device_id": device, "state_dir": str(state_dir),
+            "mqtt": {"port": broker.port, "metrics_interval_s": 1},
             "cameras": [{"name": "cam", "source": str(video), "realtime": False, "loop": True,
                          "calibration": {"frames": 150}}]}
 
@@ -41,6 +67,8 @@ def test_a_raised_threshold_stops_the_events_and_stays_raised_after_a_restart(
     start_agent: Callable[[dict[str, Any]], AgentProcess], tmp_path: Path,
 ) -> None:
     video = scene_video(LOOP_SCENE, seconds=30, name="loop.mp4")
+    loop_frames = frames_in(video)  # each loop has the cyclist in it
+    assert loop_frames > 0
     sub = subscribe(["edge/effect/#"])
     config = looping_config(broker, "effect", video, tmp_path / "state")
     agent = start_agent(config)
@@ -48,14 +76,19 @@ def test_a_raised_threshold_stops_the_events_and_stays_raised_after_a_restart(
     answer = request(sub, "effect", {"cameras": {"cam": {"detector": {"on_threshold": 1000, "off_threshold": 999}}}})
     assert answer["status"] == "applied" and answer["version"] == 2
     at_ack = starts_in_log(agent)
-    time.sleep(6)  # several loops of the video, each of which raised an event before
+    # Three more loops of the video, each of which raised an event before, processed after the ack.
+    skip = len(sub.on("effect/metrics"))
+    baseline = wait_for_frames(sub, "effect", skip, at_least=0)
+    wait_for_frames(sub, "effect", skip, at_least=baseline + 3 * loop_frames)
     assert starts_in_log(agent) == at_ack
     assert json.loads((tmp_path / "state" / "remote-config.json").read_text())["version"] == 2
     assert agent.stop() == 0
 
+    skip = len(sub.on("effect/metrics"))
     again = start_agent(config)
     assert sub.wait_for(lambda: "calibrat" in again.log, 20)
-    time.sleep(6)
+    # Its calibration, then three loops with the cyclist in each.
+    wait_for_frames(sub, "effect", skip, at_least=150 + 3 * loop_frames)
     assert starts_in_log(again) == 0
     state = json.loads(sub.on("effect/config/state")[-1].payload)
     assert state["version"] == 2 and state["config"]["cameras"]["cam"]["detector"]["on_threshold"] == 1000

@@ -17,7 +17,7 @@ import urllib.request
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.broker import free_port
+from agent.broker import LocalBroker, free_port
 from agent.config import HttpConfig, parse_config
 from agent.errors import ConfigError
 from agent.sdnotify import Notifier, socket_address
+from tests.conftest import AgentProcess
 
 W, H, FPS = 96, 64, 10
 
@@ -63,6 +64,15 @@ class FakeManager:
                     return fields
             self.collect(0.2)
         return None
+
+    def wait_until(self, predicate: Callable[[list[dict[str, str]]], bool], timeout: float) -> bool:
+        """Collect until ``predicate`` holds for the messages received so far, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not predicate([fields for _, fields in self.received]):
+            if time.monotonic() >= deadline:
+                return False
+            self.collect(0.2)
+        return True
 
     def times_of(self, key: str) -> list[float]:
         return [at for at, fields in self.received if key in fields]
@@ -118,7 +128,7 @@ def get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def agent_config(broker, source: str, stall_s: float = 2.0, http_port: int | None = None) -> dict:
+def agent_config(broker: LocalBroker, source: str, stall_s: float = 2.0, http_port: int | None = None) -> dict[str, Any]:
     return {
         "device_id": "notify-box",
         "http": {"enabled": http_port is not None, "port": http_port or 9860},
@@ -129,7 +139,7 @@ def agent_config(broker, source: str, stall_s: float = 2.0, http_port: int | Non
 
 
 def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
-    broker, start_agent, fifo_camera: FifoCamera, tmp_path: Path
+    broker: LocalBroker, start_agent: Callable[..., AgentProcess], fifo_camera: FifoCamera, tmp_path: Path
 ) -> None:
     manager = FakeManager(str(tmp_path / "notify.sock"))
     port = free_port()
@@ -140,10 +150,10 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     assert ready["READY"] == "1"
     assert "1/1 camera(s) online, MQTT connected" in ready["STATUS"]
 
-    manager.collect(3)
-    pings = manager.times_of("WATCHDOG")
-    # WatchdogSec=1 asks for a ping every 0.25 s; the main loop turns every 0.5 s.
-    assert len(pings) >= 5, f"expected a ping every 0.5 s while frames flow, got {len(pings)}"
+    # WatchdogSec=1 asks for a ping every 0.25 s; the main loop turns every 0.5 s: pings go on
+    # while frames flow (the deadline only bounds the wait).
+    assert manager.wait_until(lambda got: sum("WATCHDOG" in fields for fields in got) >= 5, timeout=15), \
+        f"expected pings while frames flow, got {len(manager.times_of('WATCHDOG'))}"
     assert all(fields.get("WATCHDOG") == "1" for _, fields in manager.received if "WATCHDOG" in fields)
     assert get(port, "/healthz") == (200, "ok\n")
     status, text = get(port, "/metrics")
@@ -170,7 +180,9 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     manager.close()
 
 
-def ready_agent_on_an_abstract_socket(broker, start_agent) -> tuple[FakeManager, Any]:
+def ready_agent_on_an_abstract_socket(
+    broker: LocalBroker, start_agent: Callable[..., AgentProcess]
+) -> tuple[FakeManager, AgentProcess]:
     """An agent on a small synthetic camera that has told the (fake) service manager READY."""
     manager = FakeManager(f"@edge-agent-test-{uuid.uuid4().hex}")
     config = agent_config(broker, "synthetic")
@@ -180,7 +192,9 @@ def ready_agent_on_an_abstract_socket(broker, start_agent) -> tuple[FakeManager,
     return manager, agent
 
 
-def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_path: Path) -> None:
+def test_stopping_on_sigterm_over_an_abstract_socket(
+    broker: LocalBroker, start_agent: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
     manager, agent = ready_agent_on_an_abstract_socket(broker, start_agent)
     assert agent.stop() == 0
     manager.collect(0.5)
@@ -190,28 +204,34 @@ def test_stopping_on_sigterm_over_an_abstract_socket(broker, start_agent, tmp_pa
     manager.close()
 
 
-def test_a_reload_says_reloading_then_ready_again_with_its_outcome(broker, start_agent, tmp_path: Path) -> None:
+def test_a_reload_says_reloading_then_ready_again_with_its_outcome(
+    broker: LocalBroker, start_agent: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
     manager, agent = ready_agent_on_an_abstract_socket(broker, start_agent)
-    sent_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    agent.process.send_signal(signal.SIGHUP)
-    assert manager.wait_for("RELOADING", timeout=10) is not None, agent.log
-    manager.collect(1.0)
-    messages = [fields for _, fields in manager.received]
-    reloading = next(i for i, fields in enumerate(messages) if "RELOADING" in fields)
-    assert int(messages[reloading]["MONOTONIC_USEC"]) >= sent_at  # the same clock as systemd's
-    again = [fields for fields in messages[reloading + 1:] if "READY" in fields]
-    assert again and again[0]["STATUS"] == "config reload unchanged", messages  # the same file
-    (tmp_path / "agent-0.yaml").write_text("cameras: [{name: door, source:")
-    seen = len(manager.received)
-    agent.process.send_signal(signal.SIGHUP)
-    manager.collect(2.0)
-    statuses = [fields.get("STATUS", "") for _, fields in manager.received[seen:] if "READY" in fields]
-    assert statuses and statuses[0].startswith("config reload rejected: ") and "invalid YAML" in statuses[0], statuses
-    assert agent.stop() == 0
-    manager.close()
+    try:
+        sent_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        agent.process.send_signal(signal.SIGHUP)
+        assert manager.wait_for("RELOADING", timeout=10) is not None, agent.log
+        reloading = next(i for i, (_, fields) in enumerate(manager.received) if "RELOADING" in fields)
+        assert manager.wait_until(lambda got: any("READY" in fields for fields in got[reloading + 1:]), timeout=10), \
+            (manager.received, agent.log)
+        messages = [fields for _, fields in manager.received]
+        assert int(messages[reloading]["MONOTONIC_USEC"]) >= sent_at  # the same clock as systemd's
+        again = [fields for fields in messages[reloading + 1:] if "READY" in fields]
+        assert again[0]["STATUS"] == "config reload unchanged", messages  # the same file
+        (tmp_path / "agent-0.yaml").write_text("cameras: [{name: door, source:")
+        seen = len(manager.received)
+        agent.process.send_signal(signal.SIGHUP)
+        assert manager.wait_until(lambda got: any("READY" in fields for fields in got[seen:]), timeout=10), \
+            (manager.received[seen:], agent.log)
+        statuses = [fields.get("STATUS", "") for _, fields in manager.received[seen:] if "READY" in fields]
+        assert statuses[0].startswith("config reload rejected: ") and "invalid YAML" in statuses[0], statuses
+        assert agent.stop() == 0
+    finally:
+        manager.close()
 
 
-def test_http_endpoint_is_off_by_default_and_loopback_only_when_on() -> None:
+def test_http_endpoint_is_off_by_default_and_defaults_to_loopback_when_on() -> None:
     assert HttpConfig().enabled is False
     assert HttpConfig(enabled=True).host == "127.0.0.1"
 

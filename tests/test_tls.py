@@ -73,6 +73,16 @@ class Observer:
             time.sleep(0.05)
         return None
 
+    def wait_for_last(self, topic: str, payload: bytes, timeout: float) -> bytes | None:
+        """Wait until the latest message on ``topic`` is ``payload``; the latest seen either way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                last = next((got for name, got in reversed(self.messages) if name == topic), None)
+            if last == payload or time.monotonic() >= deadline:
+                return last
+            time.sleep(0.05)
+
     def topics(self) -> set[str]:
         with self._lock:
             return {topic for topic, _ in self.messages}
@@ -108,13 +118,16 @@ def device_tls(pki: Path, device: str, ca_dir: str = "ca", trust: str = "ca") ->
 def test_device_with_a_valid_certificate_connects_and_is_verified(
     broker: LocalBroker, pki: Path, observer: Observer, tmp_path: Path
 ) -> None:
-    publisher = start_publisher(broker, device_tls(pki, "dev-a"), "dev-a", tmp_path)
+    # A device of its own: no other test's retained status on the shared broker is seen here.
+    device = "dev-verified"
+    publisher = start_publisher(broker, device_tls(pki, device), device, tmp_path)
     try:
-        assert observer.wait_for("edge/dev-a/status", timeout=10) == b"online"
+        assert observer.wait_for(f"edge/{device}/status", timeout=10) == b"online"
         assert publisher.connected
     finally:
         publisher.close(timeout=2)
-    assert observer.wait_for("edge/dev-a/status", timeout=5) is not None
+    assert observer.wait_for_last(f"edge/{device}/status", b"offline", timeout=5) == b"offline", \
+        "a clean close marks the verified device offline over the same TLS connection"
 
 
 REFUSALS = {
