@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Check the deployment on a real systemd: boot a Debian 12 container (systemd-nspawn, its own
+# network namespace) and do in it what the README's "Deployment" section tells an installer to do,
+# with the unit's whole sandbox. Each step prints PASS or FAIL; the exit status is the number
+# of FAILs. Not part of `make test` (it takes minutes and root); run it after touching deploy/,
+# the CLI or the reload path.
+#
+#   sudo deploy/container-check.sh [--keep]      (--keep: leave the container running at the end)
+#
+# The root file system is made once by debootstrap in $EDGE_AGENT_CONTAINER
+# (default /var/tmp/edge-agent-container) and kept; the project and its dependencies go in as
+# wheels built here, so the container needs no network. Needs root, Debian's systemd-container
+# and debootstrap (installed if missing) and python3 (3.11, as in the container) with pip.
+#
+# Steps: install.sh install (first install, not started) -> start (Type=notify, READY) -> an
+# event on MQTT -> systemctl reload: an applied edit, a file with an unknown key, a key that takes
+# a restart -> a second agent on the same state_dir refused -> a rename: the warning's forget
+# command empties the old name, and an online device is refused -> install.sh install again (the
+# upgrade) -> systemctl stop: status offline, no PID left.
+set -uo pipefail
+
+ROOT=${EDGE_AGENT_CONTAINER:-/var/tmp/edge-agent-container}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+keep=0
+[ "${1:-}" = "--keep" ] && keep=1
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+
+fails=0
+pass() { printf 'PASS  %s\n' "$*"; }
+fail() { printf 'FAIL  %s\n' "$*"; fails=$((fails + 1)); }
+check() {  # check "what" command...: PASS if the command succeeds
+    local what=$1; shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+say() { printf '==> %s\n' "$*"; }
+
+for tool in systemd-nspawn:systemd-container debootstrap:debootstrap; do
+    command -v "${tool%%:*}" >/dev/null || apt-get install -y -qq "${tool##*:}" >/dev/null
+done
+
+if [ ! -e "$ROOT/etc/os-release" ]; then
+    say "debootstrap bookworm into $ROOT (once; a few minutes)"
+    debootstrap --variant=minbase \
+        --include=systemd,systemd-sysv,dbus,python3,python3-venv,mosquitto,mosquitto-clients,ca-certificates,adduser \
+        bookworm "$ROOT" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; exit 2; }
+fi
+
+say "the project as wheels (no network in the container)"
+rm -rf "$ROOT/root/wheels" "$ROOT/root/edge-agent"
+mkdir -p "$ROOT/root/edge-agent"
+"$PYTHON" -m pip wheel -q --wheel-dir "$ROOT/root/wheels" "$SRC" 'setuptools>=68' wheel 2>/dev/null ||
+    { echo "pip wheel failed" >&2; exit 2; }
+git -C "$SRC" archive HEAD | tar -x -C "$ROOT/root/edge-agent"
+
+# systemd-nspawn refuses to clean up its propagation folder where /run is not a tmpfs.
+if [ "$(findmnt -n -o FSTYPE /run 2>/dev/null)" != tmpfs ] && ! findmnt /run/systemd/nspawn >/dev/null; then
+    mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn
+fi
+
+say "boot the container"
+systemd-nspawn --quiet --keep-unit --register=no --private-network --console=passive -D "$ROOT" --boot \
+    >/tmp/edge-agent-container.log 2>&1 &
+nspawn=$!
+leader=""
+cleanup() {
+    if [ "$keep" = 1 ]; then
+        say "left running: nsenter -t $leader -a bash   (stop it: kill $nspawn)"
+    else
+        kill "$nspawn" 2>/dev/null; wait "$nspawn" 2>/dev/null
+    fi
+}
+trap cleanup EXIT
+inside() { nsenter -t "$leader" -a "$@"; }
+for _ in $(seq 200); do
+    leader=$(pgrep -P "$nspawn" | head -1)
+    if [ -n "$leader" ]; then
+        case $(inside systemctl is-system-running 2>/dev/null) in running | degraded) break ;; esac
+    fi
+    sleep 0.3
+done
+[ -n "$leader" ] || { echo "the container did not boot (/tmp/edge-agent-container.log)" >&2; exit 2; }
+
+conf=/etc/edge-agent/config.yaml
+agent=/opt/edge-agent/venv/bin/edge-agent
+run_install() { inside env PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheels bash -c 'cd /root/edge-agent && deploy/install.sh install' >/dev/null 2>&1; }
+journal() { inside journalctl -u edge-agent --no-pager -o cat; }
+# grep reads a captured text, not a pipe: with pipefail, grep -q quitting early would fail the writer.
+logged() { grep -q -- "$1" <<<"$(journal)"; }
+active() { inside systemctl is-active -q edge-agent; }
+wait_for() {  # wait_for SECONDS command...
+    local until=$((SECONDS + $1)); shift
+    until "$@"; do [ $SECONDS -ge $until ] && return 1; sleep 0.5; done
+}
+
+say "install"
+run_install
+installed_stopped() { inside test -f "$conf" && ! active && inside systemctl is-enabled -q edge-agent; }
+check "install.sh install writes the config, enables the service and does not start it" installed_stopped
+inside systemctl start edge-agent
+check "systemctl start returns once the agent said READY, and it runs" active
+event_seen() { inside mosquitto_sub -h 127.0.0.1 -t 'edge/edge-1/+/event' -C 1 -W 90 >/dev/null; }
+check "an event reaches the broker (edge/edge-1/+/event)" event_seen
+
+say "systemctl reload"
+reload() { inside systemctl reload edge-agent 2>/dev/null; }
+sighups() { grep -c 'received SIGHUP' <<<"$(journal)"; }
+inside sed -i 's/^      on_threshold: 6.0 /      on_threshold: 7.0 /' "$conf"
+applied() { reload && logged 'reloaded and applied'; }
+check "an edit: systemctl reload succeeds once the agent has applied it" applied
+inside bash -c "echo 'unknown_key: 1' >> $conf"
+refused_file() { ! reload && [ "$(sighups)" = 1 ]; }
+check "a file with an unknown key: systemctl reload fails and the agent never sees it" refused_file
+inside sed -i '/^unknown_key: 1$/d' "$conf"
+inside sed -i 's/^device_id: edge-1/device_id: edge-2/' "$conf"
+needs_restart() { ! reload && active && logged 'device_id: changed in the file; it takes a restart'; }
+check "a new device_id: systemctl reload fails ('takes a restart') and the agent runs on" needs_restart
+second_refused() {
+    grep -q 'is in use by another edge-agent' <<<"$(inside runuser -u edge-agent -- "$agent" run --config "$conf" 2>&1)"
+}
+check "a second agent on the same state_dir is refused" second_refused
+
+say "rename"
+inside systemctl restart edge-agent
+warned() { logged 'empty them: edge-agent forget edge-1'; }
+check "the renamed box logs how to forget its old name" wait_for 30 warned
+read -ra forget_words <<<"$(journal | sed -n 's/.*empty them: edge-agent \(forget edge-1 [^[]*\) \[broker.*/\1/p' | tail -1)"
+forgot() { grep -q 'device edge-1: .* emptied' <<<"$(inside "$agent" "${forget_words[@]}")"; }
+check "that command empties edge-1's retained topics" forgot
+online_refused() { ! inside "$agent" forget edge-2 --host 127.0.0.1 --port 1883 2>/dev/null; }
+check "forget refuses the device that runs (edge-2 says online)" online_refused
+
+say "upgrade"
+before=$(inside readlink /opt/edge-agent/venv)
+sleep 1  # a venv's name has the time in seconds
+run_install
+after=$(inside readlink /opt/edge-agent/venv)
+upgraded() { [ "$before" != "$after" ] && active && ! inside test -e "/opt/edge-agent/$before"; }
+check "install.sh install again: a new venv, the service restarted on it, the old one removed" upgraded
+
+say "stop"
+inside systemctl stop edge-agent
+stopped() {
+    [ "$(inside mosquitto_sub -h 127.0.0.1 -t edge/edge-2/status -C 1 -W 5)" = offline ] &&
+        [ ! -s "$ROOT/var/lib/edge-agent/agent.pid" ]
+}
+check "after systemctl stop: status offline (retained) and no PID left in state_dir" stopped
+
+say "$fails failure(s)"
+exit "$fails"
