@@ -7,8 +7,9 @@
 #
 #   sudo deploy/container-check.sh [--keep]      (--keep: leave the container running at the end)
 #
-# The root file system is made once by debootstrap in $EDGE_AGENT_CONTAINER
-# (default /var/tmp/edge-agent-container) and kept; the project and its dependencies go in as
+# The root file system is made once by debootstrap in $EDGE_AGENT_CONTAINER.base
+# (default /var/tmp/edge-agent-container.base) and kept; each run boots a fresh copy of it in
+# $EDGE_AGENT_CONTAINER. The project and its dependencies go in as
 # wheels built here, so the container needs no network. Needs root, Debian's systemd-container
 # and debootstrap (installed if missing) and python3 (3.11, as in the container) with pip.
 #
@@ -40,12 +41,16 @@ for tool in systemd-nspawn:systemd-container debootstrap:debootstrap; do
     command -v "${tool%%:*}" >/dev/null || apt-get install -y -qq "${tool##*:}" >/dev/null
 done
 
-if [ ! -e "$ROOT/etc/os-release" ]; then
-    say "debootstrap bookworm into $ROOT (once; a few minutes)"
+BASE=$ROOT.base
+if [ ! -e "$BASE/etc/os-release" ]; then
+    say "debootstrap bookworm into $BASE (once; a few minutes)"
+    rm -rf "$BASE"
     debootstrap --variant=minbase \
         --include=systemd,systemd-sysv,dbus,python3,python3-venv,mosquitto,mosquitto-clients,ca-certificates,adduser \
-        bookworm "$ROOT" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; exit 2; }
+        bookworm "$BASE" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; rm -rf "$BASE"; exit 2; }
 fi
+say "a fresh box in $ROOT (a copy of $BASE)"
+rm -rf "$ROOT" && cp -a "$BASE" "$ROOT"
 
 say "the project as wheels (no network in the container)"
 rm -rf "$ROOT/root/wheels" "$ROOT/root/edge-agent"
