@@ -6,12 +6,14 @@
 # the CLI or the reload path.
 #
 #   sudo deploy/container-check.sh [--keep]      (--keep: leave the container running at the end)
+#   sudo DEBIAN_SUITE=trixie deploy/container-check.sh    (Debian 13: Python 3.13, systemd 257)
 #
 # The root file system is made once by debootstrap in $EDGE_AGENT_CONTAINER.base
-# (default /var/tmp/edge-agent-container.base) and kept; each run boots a fresh copy of it in
-# $EDGE_AGENT_CONTAINER. The project and its dependencies go in as
+# (default /var/tmp/edge-agent-container-SUITE.base) and kept; each run boots a fresh copy of it
+# in $EDGE_AGENT_CONTAINER. The project and its dependencies go in as
 # wheels built here, so the container needs no network. Needs root, Debian's systemd-container
-# and debootstrap (installed if missing) and python3 (3.11, as in the container) with pip.
+# and debootstrap (installed if missing) and python3 with pip (any version: the wheels are
+# fetched for the container's).
 #
 # Steps: install.sh install (first install, not started) -> start (Type=notify, READY) -> an
 # event on MQTT -> systemctl reload: an applied edit, a file with an unknown key, a key that takes
@@ -20,7 +22,8 @@
 # upgrade) -> systemctl stop: status offline, no PID left.
 set -uo pipefail
 
-ROOT=${EDGE_AGENT_CONTAINER:-/var/tmp/edge-agent-container}
+SUITE=${DEBIAN_SUITE:-bookworm}
+ROOT=${EDGE_AGENT_CONTAINER:-/var/tmp/edge-agent-container-$SUITE}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
@@ -43,20 +46,26 @@ done
 
 BASE=$ROOT.base
 if [ ! -e "$BASE/etc/os-release" ]; then
-    say "debootstrap bookworm into $BASE (once; a few minutes)"
+    say "debootstrap $SUITE into $BASE (once; a few minutes)"
     rm -rf "$BASE"
     debootstrap --variant=minbase \
         --include=systemd,systemd-sysv,dbus,python3,python3-venv,mosquitto,mosquitto-clients,ca-certificates,adduser \
-        bookworm "$BASE" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; rm -rf "$BASE"; exit 2; }
+        "$SUITE" "$BASE" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; rm -rf "$BASE"; exit 2; }
 fi
 say "a fresh box in $ROOT (a copy of $BASE)"
 rm -rf "$ROOT" && cp -a "$BASE" "$ROOT"
 
-say "the project as wheels (no network in the container)"
+py=$(chroot "$ROOT" python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+say "the project and its dependencies as wheels for the container's Python $py (no network in it)"
 rm -rf "$ROOT/root/wheels" "$ROOT/root/edge-agent"
 mkdir -p "$ROOT/root/edge-agent"
-"$PYTHON" -m pip wheel -q --wheel-dir "$ROOT/root/wheels" "$SRC" 'setuptools>=68' wheel 2>/dev/null ||
-    { echo "pip wheel failed" >&2; exit 2; }
+wheels=$ROOT/root/wheels
+"$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$wheels" "$SRC" 2>/dev/null &&
+    "$PYTHON" -m pip download -q --dest "$wheels" --only-binary=:all: --python-version "$py" \
+        --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_27_$(uname -m)" \
+        --platform "manylinux_2_17_$(uname -m)" --platform "manylinux2014_$(uname -m)" \
+        "$wheels"/edge_agent-*.whl 'setuptools>=68' wheel 2>/dev/null ||
+    { echo "pip wheel/download failed" >&2; exit 2; }
 git -C "$SRC" archive HEAD | tar -x -C "$ROOT/root/edge-agent"
 
 # systemd-nspawn refuses to clean up its propagation folder where /run is not a tmpfs.
