@@ -45,10 +45,23 @@ new_key() {
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
 }
 
+# The validity options for $days. OpenSSL 3.4 and newer (Debian 13) refuse a negative -days ("end
+# date before start date") but take explicit dates, which 3.0 (Debian 12) does not know.
+validity() {
+    if [ "$days" -lt 0 ] && openssl x509 -help 2>&1 | grep -q -- -not_after; then
+        echo -not_before "$(date -u -d "$((days * 2)) days" +%Y%m%d%H%M%SZ)" \
+            -not_after "$(date -u -d "$days days" +%Y%m%d%H%M%SZ)"
+    else
+        echo -days "$days"
+    fi
+}
+
 sign() {  # sign NAME CN: a CSR for DIR/NAME.key, signed by the CA with the extensions in $ext
     openssl req -new -key "$dir/$1.key" -subj "/CN=$2" -out "$dir/$1.csr"
-    openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
-        -days "$days" -sha256 -extfile "$ext" -out "$dir/$1.crt" 2>/dev/null
+    local out
+    # shellcheck disable=SC2046 # validity's words are separate options
+    out=$(openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+        $(validity) -sha256 -extfile "$ext" -out "$dir/$1.crt" 2>&1) || { echo "$out" >&2; exit 1; }
     chmod 644 "$dir/$1.crt"
     echo "$dir/$1.crt $dir/$1.key (CN=$2, $days days)"
 }
