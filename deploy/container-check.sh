@@ -7,6 +7,7 @@
 #
 #   sudo deploy/container-check.sh [--keep]      (--keep: leave the container running at the end)
 #   sudo DEBIAN_SUITE=trixie deploy/container-check.sh    (Debian 13: Python 3.13, systemd 257)
+#   --tests: then also run the main test suite in the container, on its Python
 #
 # The root file system is made once by debootstrap in $EDGE_AGENT_CONTAINER.base
 # (default /var/tmp/edge-agent-container-SUITE.base) and kept; each run boots a fresh copy of it
@@ -28,7 +29,14 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 keep=0
-[ "${1:-}" = "--keep" ] && keep=1
+tests=0
+for arg in "$@"; do
+    case $arg in
+        --keep) keep=1 ;;
+        --tests) tests=1 ;;
+        *) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+    esac
+done
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
 
 fails=0
@@ -49,7 +57,7 @@ if [ ! -e "$BASE/etc/os-release" ]; then
     say "debootstrap $SUITE into $BASE (once; a few minutes)"
     rm -rf "$BASE"
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,dbus,python3,python3-venv,mosquitto,mosquitto-clients,ca-certificates,adduser \
+        --include=systemd,systemd-sysv,dbus,python3,python3-venv,mosquitto,mosquitto-clients,ca-certificates,adduser,openssl,gcc,libc6-dev,shellcheck \
         "$SUITE" "$BASE" "$MIRROR" >/dev/null || { echo "debootstrap failed" >&2; rm -rf "$BASE"; exit 2; }
 fi
 say "a fresh box in $ROOT (a copy of $BASE)"
@@ -64,7 +72,7 @@ wheels=$ROOT/root/wheels
     "$PYTHON" -m pip download -q --dest "$wheels" --only-binary=:all: --python-version "$py" \
         --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_27_$(uname -m)" \
         --platform "manylinux_2_17_$(uname -m)" --platform "manylinux2014_$(uname -m)" \
-        "$wheels"/edge_agent-*.whl 'setuptools>=68' wheel 2>/dev/null ||
+        "$(echo "$wheels"/edge_agent-*.whl)[test]" 'setuptools>=68' wheel 2>/dev/null ||
     { echo "pip wheel/download failed" >&2; exit 2; }
 git -C "$SRC" archive HEAD | tar -x -C "$ROOT/root/edge-agent"
 
@@ -160,6 +168,16 @@ stopped() {
         [ ! -s "$ROOT/var/lib/edge-agent/agent.pid" ]
 }
 check "after systemctl stop: status offline (retained) and no PID left in state_dir" stopped
+
+if [ "$tests" = 1 ]; then
+    say "the test suite in the container (a few minutes)"
+    inside bash -c 'python3 -m venv /root/test-venv && cd /root/edge-agent &&
+        PIP_NO_INDEX=1 PIP_FIND_LINKS=/root/wheels /root/test-venv/bin/pip install -q -e ".[test]"' >/dev/null 2>&1
+    log=/tmp/edge-agent-container-tests.log
+    suite() { inside bash -c 'cd /root/edge-agent && /root/test-venv/bin/python -m pytest -q -p no:cacheprovider' >"$log" 2>&1; }
+    check "the main test suite passes on the container's Python $py ($log)" suite
+    say "$(tail -1 "$log")"
+fi
 
 say "$fails failure(s)"
 exit "$fails"
