@@ -138,11 +138,15 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     # The check loads the model's runtime (60 MB): in a child, so that what waits out the reload
     # beside the agent (in its cgroup under systemd, at its memory peak) stays small.
-    check = subprocess.run([sys.executable, "-m", "agent", "check-config", args.config],
+    # -P: not the working directory's modules (the state_dir, under the unit) before the agent's.
+    check = subprocess.run([sys.executable, "-P", "-m", "agent", "check-config", "--", args.config],
                            capture_output=True, text=True, check=False)
     if check.returncode != 0:  # a file with errors never reaches the agent
         sys.stderr.write(check.stderr)
-        return check.returncode
+        if check.returncode != 2:  # not the file's problems: the check itself failed
+            print(f"error: the config check failed (exit {check.returncode}); the agent was not signalled",
+                  file=sys.stderr)
+        return 2
     config = load_config(args.config)
     holder = running_agent(config.state_dir)
     if holder is None or (args.pid is not None and holder != args.pid):

@@ -29,12 +29,15 @@ class RetainedReader:
 
     The broker sends a subscription's retained messages before it handles the client's next
     packet, so a marker this client publishes right after subscribing arrives after all of them,
-    however slow the link (a time without messages would not tell: a large snapshot takes long)."""
+    however slow the link (a time without messages would not tell: a large snapshot takes long).
+    The marker goes to an operator's reply topic (``{base}/operators/ID/reply``), which the
+    example ACL lets every client write and operators read, and nothing else subscribes to."""
 
-    def __init__(self, client: mqtt.Client, marker_root: str, timeout: float) -> None:
+    def __init__(self, client: mqtt.Client, base: str, timeout: float) -> None:
         self._client, self._timeout = client, timeout
-        self._marker = f"{marker_root}/forget-{uuid.uuid4().hex[:12]}"
+        self._marker = f"{base}/operators/forget-{uuid.uuid4().hex[:12]}/reply"
         self._lock = threading.Lock()
+        self._last = time.monotonic()
         self._messages: dict[str, bytes] = {}
         self._marked = threading.Event()
         self._subscribed = threading.Event()
@@ -45,6 +48,7 @@ class RetainedReader:
         client.on_publish = self._on_publish
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._last = time.monotonic()
         if message.topic == self._marker:
             self._marked.set()
             return
@@ -77,11 +81,15 @@ class RetainedReader:
                    if reason.is_failure]
         if refused:
             raise UserError(f"the broker refused the subscription to {', '.join(refused)}")
-        if refused := self.publish_all({self._marker: b""}, retain=False):
-            raise UserError(f"the broker refused {self._marker} ({refused[self._marker]}): this account needs "
-                            "to write under the device's topics to empty them")
-        if not self._marked.wait(self._timeout):
-            raise UserError(f"the broker did not pass on {self._marker} within {self._timeout:g} s")
+        if refused := self.publish_all({self._marker: b"forget: end of the retained messages"}, retain=False):
+            raise UserError(f"the broker refused this client's marker on {self._marker} "
+                            f"({refused[self._marker]}): it needs to write and read that topic")
+        # the deadline moves on while messages keep coming (retained snapshots on a slow link)
+        self._last = time.monotonic()
+        while not self._marked.wait(0.1):
+            if time.monotonic() - self._last > self._timeout:
+                raise UserError(f"the broker did not pass on this client's marker on {self._marker} within "
+                                f"{self._timeout:g} s of the last message: may this account read that topic?")
         with self._lock:
             return dict(self._messages)
 
@@ -117,7 +125,7 @@ def forget(broker: MqttConfig, base: str, device: str, discovery_prefix: str, *,
             raise UserError(f"{option}: {value!r} is not a topic prefix (no + or #, no leading or trailing /)")
     topics = Topics(base, device)
     client = command_client(broker)
-    reader = RetainedReader(client, topics.root, timeout)
+    reader = RetainedReader(client, base, timeout)
     connect_or_fail(client, broker)
     client.loop_start()
     try:

@@ -63,7 +63,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pki")
     make_certs(root / "ca", "ca")
     make_certs(root / "ca", "server", "127.0.0.1", "localhost")
-    for device in ("dev-a", "dev-b", "dev-verified", "homeassistant", "operator"):
+    for device in ("dev-a", "dev-b", "dev-verified", "dev-retired", "homeassistant", "operator", "fleet-admin"):
         make_certs(root / "ca", "device", device)
     make_certs(root / "ca", "device", "expired", "--days", "-1")
     make_certs(root / "other", "ca")

@@ -276,3 +276,25 @@ def test_a_password_on_the_command_line_is_refused_and_not_repeated(
         refused = config_get(password_broker, pki, "--username", "operator", f"{abbreviated}={OPERATOR_PASSWORD}")
         assert refused.returncode == 2 and f"{abbreviated}=(not shown)" in refused.stderr, refused.stderr
         assert OPERATOR_PASSWORD not in refused.stderr + refused.stdout
+
+
+def test_forget_under_the_example_acl_takes_the_fleet_admin_and_an_operator_may_only_look(
+    fleet: LocalBroker, pki: Path,
+) -> None:
+    """deploy/mosquitto's ACL: a device's topics are its own account's to write, so an operator's
+    ``forget`` can list them (--dry-run) but is refused, and the fleet-admin's empties them."""
+    device = tls_client(fleet, pki, "dev-retired")
+    for topic in ("edge/dev-retired/status", "edge/dev-retired/cam/status"):
+        device.publish(topic, b"offline", qos=1, retain=True).wait_for_publish(5)
+    device.loop_stop()
+    device.disconnect()
+    as_admin = ["--ca-file", str(pki / "ca" / "ca.crt"),
+                "--cert", str(pki / "ca" / "fleet-admin.crt"), "--key", str(pki / "ca" / "fleet-admin.key")]
+    listed = edge_agent("forget", "dev-retired", "--port", str(fleet.port), *as_operator(pki), "--dry-run")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert listed.stdout == "would empty edge/dev-retired/cam/status\nwould empty edge/dev-retired/status\n"
+    refused = edge_agent("forget", "dev-retired", "--port", str(fleet.port), *as_operator(pki))
+    assert refused.returncode == 1 and "2 topic(s) not emptied" in refused.stdout, refused.stdout + refused.stderr
+    emptied = edge_agent("forget", "dev-retired", "--port", str(fleet.port), *as_admin)
+    assert emptied.returncode == 0, emptied.stdout + emptied.stderr
+    assert "device dev-retired: 2 retained topic(s) emptied; this broker account sees none now" in emptied.stdout

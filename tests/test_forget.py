@@ -115,11 +115,13 @@ def test_a_device_that_says_it_is_online_is_refused_unless_forced(broker: LocalB
 
 
 def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_path: Path) -> None:
-    """Only a client named ``old-name`` may write under edge/old-name/ (mosquitto's %c); anybody
-    may write one level below it (forget's marker, the device status), not deeper: the camera's
-    topic is refused, and the broker, asked afterwards, still has it."""
+    """Only a client named ``old-name`` may write under edge/old-name/ (mosquitto's %c), every
+    client may write an operator's reply topic (forget's marker, as in deploy/mosquitto's ACL),
+    and this one the device status too but not the camera's: a dry run lists both, the real
+    run empties the status, names the camera's topic as refused, and the broker still has it."""
     acl = tmp_path / "acl"
-    acl.write_text("topic read #\npattern write edge/%c/#\ntopic write edge/old-name/+\npattern write forget-test/#\n")
+    acl.write_text("topic read #\npattern write edge/%c/#\npattern write edge/operators/+/reply\n"
+                   "topic write edge/old-name/status\npattern write forget-test/#\n")
     with LocalBroker(extra_config=[f"acl_file {acl}"]) as broker:
         seeder = mqtt_client(broker, "old-name")
         for topic, payload in (("edge/old-name/status", b"offline"), ("edge/old-name/cam/status", b"offline")):
@@ -127,6 +129,9 @@ def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_p
         seeder.loop_stop()
         seeder.disconnect()
         assert len(retained_now(broker, ["edge/old-name/#"])) == 2
+        dry = forget(broker, "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert dry.stdout == "would empty edge/old-name/cam/status\nwould empty edge/old-name/status\n"
         result = forget(broker)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "1 topic(s) not emptied (does this broker account have write access to them?):\n" \
@@ -134,7 +139,7 @@ def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_p
         assert retained_now(broker, ["edge/old-name/#"]) == {"edge/old-name/cam/status": b"offline"}
 
 
-def test_an_account_that_may_not_write_under_the_device_is_told_so_and_nothing_changes(tmp_path: Path) -> None:
+def test_an_account_that_may_not_write_its_marker_is_told_so_and_nothing_changes(tmp_path: Path) -> None:
     acl = tmp_path / "acl"
     acl.write_text("topic read #\npattern write edge/%c/#\npattern write forget-test/#\n")
     with LocalBroker(extra_config=[f"acl_file {acl}"]) as broker:
@@ -144,7 +149,8 @@ def test_an_account_that_may_not_write_under_the_device_is_told_so_and_nothing_c
         seeder.disconnect()
         result = forget(broker)
         assert result.returncode == 2
-        assert "this account needs to write under the device's topics to empty them" in result.stderr, result.stderr
+        assert "the broker refused this client's marker on edge/operators/forget-" in result.stderr, result.stderr
+        assert "it needs to write and read that topic" in result.stderr
         assert retained_now(broker, ["edge/old-name/#"]) == {"edge/old-name/status": b"offline"}
 
 

@@ -9,7 +9,8 @@
 #                                                          use_identity_as_username
 #
 # server and device are signed with DIR/ca.key: give them the CA's DIR. Keys are ECDSA P-256.
-# --days defaults to 825 (3650 for the CA); a negative value makes an already expired certificate.
+# --days defaults to 825 (3650 for the CA); a negative value makes an already expired certificate
+# (for testing; an expired CA needs OpenSSL 3.4 or newer: 3.0 refuses it).
 set -euo pipefail
 
 usage() {
@@ -45,10 +46,14 @@ new_key() {
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
 }
 
-# The validity options for $days. OpenSSL 3.4 and newer (Debian 13) refuse a negative -days ("end
-# date before start date") but take explicit dates, which 3.0 (Debian 12) does not know.
+# The validity options for $days, for `openssl $1` (req or x509). OpenSSL 3.4 and newer (Debian 13)
+# refuse a negative -days ("end date before start date") but take explicit dates, which 3.0
+# (Debian 12) does not know. Its help text is read whole: grep -q would cut it short, a failure
+# under pipefail.
 validity() {
-    if [ "$days" -lt 0 ] && openssl x509 -help 2>&1 | grep -q -- -not_after; then
+    local help
+    help=$(openssl "$1" -help 2>&1 || true)
+    if [ "$days" -lt 0 ] && [[ $help == *-not_after* ]]; then
         echo -not_before "$(date -u -d "$((days * 2)) days" +%Y%m%d%H%M%SZ)" \
             -not_after "$(date -u -d "$days days" +%Y%m%d%H%M%SZ)"
     else
@@ -61,7 +66,7 @@ sign() {  # sign NAME CN: a CSR for DIR/NAME.key, signed by the CA with the exte
     local out
     # shellcheck disable=SC2046 # validity's words are separate options
     out=$(openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
-        $(validity) -sha256 -extfile "$ext" -out "$dir/$1.crt" 2>&1) || { echo "$out" >&2; exit 1; }
+        $(validity x509) -sha256 -extfile "$ext" -out "$dir/$1.crt" 2>&1) || { echo "$out" >&2; exit 1; }
     chmod 644 "$dir/$1.crt"
     echo "$dir/$1.crt $dir/$1.key (CN=$2, $days days)"
 }
@@ -71,7 +76,8 @@ case $kind in
         [ ${#names[@]} -eq 0 ] || usage
         [ "$days" != 825 ] || days=3650
         new_key "$dir/ca.key"
-        openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=edge-agent MQTT CA" -days "$days" -sha256 \
+        # shellcheck disable=SC2046 # validity's words are separate options
+        openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=edge-agent MQTT CA" $(validity req) -sha256 \
             -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
             -out "$dir/ca.crt"
         chmod 644 "$dir/ca.crt"
