@@ -143,6 +143,8 @@ def test_cameras_added_or_removed_remotely_are_announced_and_retracted(
 
     change({"cameras": {"gate": {"source": "synthetic", "synthetic": small}}})
     assert sub.wait_for(lambda: any(m.topic == gate_anomaly and m.payload for m in sub.messages), timeout=5)
+    # its state follows the configs (published after them: it may arrive a moment later)
+    assert sub.wait_for(lambda: bool(sub.on("edge/ha-fleet/gate/anomaly")), timeout=5)
     assert [m.payload for m in sub.on("edge/ha-fleet/gate/anomaly")] == [b"OFF"]
 
     change({"cameras": {"gate": None}})
