@@ -6,6 +6,10 @@ detector, snapshot or tamper settings changed keep running, other changed camera
 camera that does not deliver a frame in time sends everything back to the config that was
 running. A file that does not parse or validate, or that changes settings only a restart can
 change (``mqtt``, ``state_dir``, ...), changes nothing: the agent logs why and runs on as it was.
+
+The agent records each reload's outcome in ``state_dir`` (:class:`ReloadRecord`), and
+``edge-agent reload`` (:func:`request_reload`, systemd's ExecReload=) signals it and waits for
+that record, so ``systemctl reload`` returns with the outcome.
 """
 
 from __future__ import annotations
