@@ -19,7 +19,8 @@ frame-level micro AUC over all validation clips. Candidates: the grid, the per-c
 spread (mean and standard deviation, or median and 99th percentile minus median), the spread's
 floor (a multiple of the cells' 25th-percentile spread) and the domain of the cell values
 (energy, its square root, its log); then, on the agent's 4x6 grid, the pooling of the map into a
-cell (the mean, the mean of the 4 hottest of its values, the hottest) and the smoothing (the
+cell (the mean, the mean of the 4 hottest of its values, the hottest, the mean weighted by the
+values themselves) and the smoothing (the
 weight of the newest frame in the detector's moving average). ``--test`` then scores the best
 candidate and the agent's own scoring on the labelled clips of ``DATA/testing``, to see whether
 the ranking carries over.
@@ -74,8 +75,17 @@ def hottest_mean(count: int) -> Callable[[np.ndarray, tuple[int, int]], np.ndarr
     return pool
 
 
+def self_weighted(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Pooling by the mean of a cell's values weighted by themselves, sum(m^2) / sum(m).
+
+    Unlike the mean it does not grow with how many things move in the cell: two walkers give
+    what one gives, a cyclist among walkers pulls it towards the cyclist's value.
+    """
+    return cell_means(np.square(values), grid) / np.maximum(cell_means(values, grid), 1e-12)
+
+
 POOLINGS: dict[str, Callable[[np.ndarray, tuple[int, int]], np.ndarray]] = {
-    "mean": cell_means, "top 4": hottest_mean(4), "max": hottest_mean(1),
+    "mean": cell_means, "top 4": hottest_mean(4), "max": hottest_mean(1), "self-weighted": self_weighted,
 }
 LITERATURE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "min-max of the score": min_max,
@@ -189,7 +199,7 @@ class Candidate:
 
     def __str__(self) -> str:
         return (f"{self.grid[0]}x{self.grid[1]} {self.centre:10} floor {self.floor:<3g} {self.domain:6} "
-                f"{self.pooling:5} smooth {self.smoothing:g}")
+                f"{self.pooling:13} smooth {self.smoothing:g}")
 
     def cells(self, maps: np.ndarray) -> np.ndarray:
         pool = POOLINGS[self.pooling]

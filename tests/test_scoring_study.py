@@ -8,6 +8,7 @@ from models.scoring_study import (
     hottest_mean,
     path_rows,
     people_in,
+    self_weighted,
     walk_across,
 )
 
@@ -64,3 +65,14 @@ def test_hottest_pooling_takes_the_mean_of_each_cells_largest_values() -> None:
     assert hottest_mean(2)(values, (2, 2)).tolist() == [[6.0, 0.0], [0.0, 2.0]]
     assert hottest_mean(1)(values, (2, 2)).tolist() == [[9.0, 0.0], [0.0, 4.0]]
     assert hottest_mean(6)(values, (2, 2)).tolist() == cell_means(values, (2, 2)).tolist()
+
+
+def test_self_weighted_pooling_does_not_grow_with_the_number_of_movers_but_leans_to_the_fastest() -> None:
+    one, two, rider = (np.zeros((4, 6), np.float32) for _ in range(3))
+    one[0, 0] = 2.0
+    two[0, 0] = two[1, 1] = 2.0  # a second walker in cell (0, 0)
+    rider[0, 0], rider[1, 1] = 2.0, 8.0
+    assert self_weighted(one, (2, 2))[0, 0] == self_weighted(two, (2, 2))[0, 0] == 2.0
+    assert cell_means(two, (2, 2))[0, 0] == 2 * cell_means(one, (2, 2))[0, 0]
+    assert self_weighted(rider, (2, 2))[0, 0] == (4.0 + 64.0) / 10.0
+    assert self_weighted(one, (2, 2))[1, 1] == 0.0  # an empty cell, not a division by zero
