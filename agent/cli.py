@@ -133,7 +133,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     from agent.config import load_config
-    from agent.reload import GOOD_OUTCOMES, request_reload
+    from agent.reload import GOOD_OUTCOMES, reload_timeout, request_reload
     from agent.state_lock import running_agent
 
     # The check loads the model's runtime (60 MB): in a child, so that what waits out the reload
@@ -155,8 +155,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
                             f"{args.config} names" + (f" (pid {holder} does)" if holder else "")
                             + ": state_dir takes a restart (systemctl restart edge-agent)")
         raise UserError(f"no agent is running with state_dir {config.state_dir} (the one {args.config} names)")
-    # A reload may wait for a remote change's health check, then do its own.
-    timeout = args.timeout if args.timeout is not None else 2 * config.remote.health_timeout_s + 30
+    timeout = args.timeout if args.timeout is not None else reload_timeout(config.state_dir,
+                                                                           config.remote.health_timeout_s)
     record = request_reload(config.state_dir, holder, timeout)
     print(f"{args.config}: reload {record.status} by the agent (pid {holder})"
           + "".join(f"\n  {problem}" for problem in record.problems),
@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", "-c", default="config.yaml", help="config file (default: config.yaml)")
     reload.add_argument("--pid", type=int, help="the agent's PID, to check it is the one (systemd: $MAINPID)")
     reload.add_argument("--timeout", type=float,
-                        help="seconds to wait for the agent's outcome (default: 2 x remote.health_timeout_s + 30)")
+                        help="seconds to wait for the agent's outcome (default: 2 x remote.health_timeout_s + 30, the larger of "
+                             "the running config's and the file's)")
     reload.set_defaults(func=cmd_reload)
 
     listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")

@@ -116,7 +116,7 @@ class Agent:
         self._reload_again = False
         self._reloader: threading.Thread | None = None
         #: Written to state_dir for ``edge-agent reload``; only the reload thread changes it.
-        self._reloads = ReloadRecord(pid=os.getpid())
+        self._reloads = ReloadRecord(pid=os.getpid(), health_timeout_s=config.remote.health_timeout_s)
         self._config_version = store.version if store is not None else 1
         self.topics = Topics(config.mqtt.base_topic, config.device_id)
         self.stop_event = threading.Event()
@@ -437,6 +437,7 @@ class Agent:
         finally:
             self._reloads.finished = self._reloads.started
             self._reloads.status, self._reloads.problems = status, problems
+            self._reloads.health_timeout_s = self.config.remote.health_timeout_s
             self._reloads.save(self.config.state_dir)
 
     def _reload_file(self) -> tuple[str, list[str]]:

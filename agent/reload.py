@@ -104,9 +104,12 @@ def _report(status: str, problems: list[str], *, stopping: bool = False) -> tupl
 class ReloadRecord:
     """The running agent's reloads: ``run`` names the agent's run (a PID can come back after a
     restart), ``started`` counts the reloads begun in it, ``finished`` those done, and ``status``
-    and ``problems`` are the last finished one's (``failed``: an unexpected error)."""
+    and ``problems`` are the last finished one's (``failed``: an unexpected error).
+    ``health_timeout_s`` is the running config's ``remote.health_timeout_s`` when it was written:
+    how long a change already under way may hold the reload up, which the edited file cannot tell."""
 
     pid: int
+    health_timeout_s: float
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: int = 0
     finished: int = 0
@@ -136,6 +139,14 @@ class ReloadRecord:
         if before is not None and before.run == self.run:
             return self.finished > before.started
         return self.finished > 0
+
+def reload_timeout(state_dir: Path, file_health_timeout_s: float) -> float:
+    """The default wait of ``edge-agent reload``: a change under way (the running config's health
+    check) and then the reload's own (the file's), each with its margin, plus time to stop cameras."""
+    record = ReloadRecord.load(state_dir)
+    running = record.health_timeout_s if record is not None else file_health_timeout_s
+    return 2 * max(running, file_health_timeout_s) + 30
+
 
 def request_reload(state_dir: Path, pid: int, timeout_s: float) -> ReloadRecord:
     """SIGHUP the agent ``pid`` keeping its state in ``state_dir``, and wait for the outcome of a

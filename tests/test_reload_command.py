@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from agent.broker import free_port
+from agent.reload import ReloadRecord, reload_timeout
 from tests.conftest import AgentProcess
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
@@ -114,8 +115,8 @@ def test_reload_is_not_misled_by_a_record_a_former_run_with_the_same_pid_left(
     more reloads than it has done, is not waited on."""
     agent = started(start_agent, {"mqtt": {"port": free_port()}, "cameras": [camera()]})
     record = tmp_path / "state" / "reload.json"
-    record.write_text(json.dumps({"pid": agent.process.pid, "run": "an-old-run", "started": 3, "finished": 3,
-                                  "status": "applied", "problems": []}))
+    record.write_text(json.dumps({"pid": agent.process.pid, "health_timeout_s": 10.0, "run": "an-old-run",
+                                  "started": 3, "finished": 3, "status": "applied", "problems": []}))
     result = reload(tmp_path / "agent-0.yaml", "--pid", str(agent.process.pid), "--timeout", "30")
     assert result.returncode == 0 and "reload unchanged" in result.stdout, result.stdout + result.stderr
     assert agent.stop() == 0
@@ -143,3 +144,19 @@ def test_a_clean_stop_leaves_no_pid_to_signal(start_agent: Callable[..., AgentPr
     assert pid_file.read_text() == f"{agent.process.pid}\n"
     assert agent.stop() == 0
     assert pid_file.read_text() == ""
+
+
+def test_reload_waits_long_enough_for_the_running_configs_health_check_too(
+    start_agent: Callable[..., AgentProcess], tmp_path: Path,
+) -> None:
+    """An edit that shortens remote.health_timeout_s must not cut short the wait for a change the
+    running config is still checking: the default wait takes the larger of the two."""
+    agent = started(start_agent, {"mqtt": {"port": free_port()}, "remote": {"health_timeout_s": 40},
+                                  "cameras": [camera()]})
+    state = tmp_path / "state"
+    record = ReloadRecord.load(state)
+    assert record is not None and record.pid == agent.process.pid and record.health_timeout_s == 40
+    assert reload_timeout(state, 2) == 2 * 40 + 30  # the edit lowers it: the running one counts
+    assert reload_timeout(state, 60) == 2 * 60 + 30  # the edit raises it: the reload's own check counts
+    assert agent.stop() == 0
+    assert reload_timeout(tmp_path / "no-agent-ever-ran-here", 2) == 2 * 2 + 30
