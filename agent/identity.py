@@ -18,29 +18,44 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "published-as.json"
 
 
-def identity(config: AgentConfig) -> dict[str, str | None]:
+Name = dict[str, str | None]  # base_topic, device_id, homeassistant_prefix
+NAME_KEYS = {"base_topic", "device_id", "homeassistant_prefix"}
+
+
+def identity(config: AgentConfig) -> Name:
     return {"base_topic": config.mqtt.base_topic, "device_id": config.device_id,
             "homeassistant_prefix": config.homeassistant.prefix if config.homeassistant.enabled else None}
 
 
 def note_identity(config: AgentConfig) -> None:
-    """Log how to forget the name this box published under before, if it changed; then record the
-    current one."""
+    """At a rename, log how to forget every name this box published under before (a second
+    rename before ``forget`` keeps the first old name in the list); then record the current one."""
     path = config.state_dir / IDENTITY_FILE
     now = identity(config)
-    before = _read(path)
-    if before is not None and (before["device_id"], before["base_topic"]) != (now["device_id"], now["base_topic"]):
-        log.warning("this box published as device %s under %s/ before (%s); its retained topics stay on the "
-                    "broker. Once nothing runs under that name, empty them: %s", before["device_id"],
-                    before["base_topic"], path, forget_command(before, config))
-    if before != now:
-        try:
-            atomic_write(path, json.dumps(now))
-        except OSError as error:
-            log.warning("cannot record the device's name in %s: %s", path, error.strerror or error)
+    recorded = _read(path)
+    if recorded is not None and recorded[0] == now:
+        return
+    earlier: list[Name] = []
+    if recorded is not None:
+        for name in (recorded[0], *recorded[1]):
+            if _topics(name) != _topics(now) and all(_topics(name) != _topics(seen) for seen in earlier):
+                earlier.append(name)
+    if recorded is not None and _topics(recorded[0]) != _topics(now):
+        for name in earlier:
+            log.warning("this box published as device %s under %s/ before (%s); its retained topics stay on the "
+                        "broker. Once nothing runs under that name, empty them: %s", name["device_id"],
+                        name["base_topic"], path, forget_command(name, config))
+    try:
+        atomic_write(path, json.dumps({**now, "earlier": earlier}))
+    except OSError as error:
+        log.warning("cannot record the device's name in %s: %s", path, error.strerror or error)
 
 
-def forget_command(before: dict[str, str | None], config: AgentConfig) -> str:
+def _topics(name: Name) -> tuple[str | None, str | None]:
+    return name["device_id"], name["base_topic"]
+
+
+def forget_command(before: Name, config: AgentConfig) -> str:
     words = ["edge-agent", "forget", str(before["device_id"]), "--base", str(before["base_topic"]),
              "--host", config.mqtt.host, "--port", str(config.mqtt.port)]
     if before["homeassistant_prefix"] is not None:
@@ -48,7 +63,8 @@ def forget_command(before: dict[str, str | None], config: AgentConfig) -> str:
     return shlex.join(words) + " [broker credentials and TLS options]"
 
 
-def _read(path: Path) -> dict[str, str | None] | None:
+def _read(path: Path) -> tuple[Name, list[Name]] | None:
+    """The recorded name and the earlier ones (files of agents before the list hold none)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -56,8 +72,15 @@ def _read(path: Path) -> dict[str, str | None] | None:
     except (OSError, ValueError) as error:
         log.warning("cannot read %s (%s); a rename since the last start goes unnoticed", path, error)
         return None
-    keys = {"base_topic", "device_id", "homeassistant_prefix"}
-    if not isinstance(data, dict) or set(data) != keys or not all(v is None or isinstance(v, str) for v in data.values()):
-        log.warning("%s is not a record of the device's name; a rename since the last start goes unnoticed", path)
-        return None
-    return data
+    if isinstance(data, dict):
+        earlier = data.pop("earlier", [])
+        names = [data, *earlier] if isinstance(earlier, list) else []
+        if names and all(_is_name(name) for name in names):
+            return data, earlier
+    log.warning("%s is not a record of the device's name; a rename since the last start goes unnoticed", path)
+    return None
+
+
+def _is_name(value: object) -> bool:
+    return (isinstance(value, dict) and set(value) == NAME_KEYS
+            and all(v is None or isinstance(v, str) for v in value.values()))
