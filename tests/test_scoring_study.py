@@ -1,11 +1,15 @@
 """The scoring study's synthetic anomalies: people are found, pasted where and as fast as asked."""
 
 import numpy as np
+import pytest
 
+from agent.evaluation.metrics import roc_auc
 from agent.scoring import cell_means
 from models.scoring_study import (
     fast_band,
     hottest_mean,
+    nested_auc,
+    pair_wins,
     path_rows,
     people_in,
     self_weighted,
@@ -76,3 +80,32 @@ def test_self_weighted_pooling_does_not_grow_with_the_number_of_movers_but_leans
     assert cell_means(two, (2, 2))[0, 0] == 2 * cell_means(one, (2, 2))[0, 0]
     assert self_weighted(rider, (2, 2))[0, 0] == (4.0 + 64.0) / 10.0
     assert self_weighted(one, (2, 2))[1, 1] == 0.0  # an empty cell, not a division by zero
+
+
+def test_pair_wins_counts_the_pairs_an_anomalous_frame_outscores_and_ties_as_half() -> None:
+    assert pair_wins(np.array([3.0, 1.0]), np.array([1.0, 2.0, 5.0])) == 2 + 0.5
+
+
+LABELS = {"a": np.array([0, 0, 1, 1], bool), "b": np.array([0, 1, 1, 1], bool), "c": np.array([0, 0, 0, 1], bool),
+          "d": np.array([1, 1, 1, 1], bool)}
+
+
+def test_with_one_candidate_the_nested_figure_is_its_plain_micro_auc() -> None:
+    rng = np.random.default_rng(4)
+    scores = {name: rng.normal(size=len(truth)) + truth for name, truth in LABELS.items()}
+    plain = roc_auc(np.concatenate(list(scores.values())), np.concatenate(list(LABELS.values())))
+    assert nested_auc([scores], LABELS) == pytest.approx(plain)
+
+
+def test_a_clips_frames_are_ranked_by_the_candidate_chosen_without_that_clip() -> None:
+    """Two candidates rank every clip but "a" perfectly; in "a" one is backwards, the other flat.
+    With "a" among the clips the flat one wins the choice, but the pairs that hold a frame of
+    "a" are judged by the choice made without "a", a tie that goes to the first, backwards one:
+    the nested figure is what the backwards candidate scores, not what the winner on all does."""
+    perfect = {name: truth.astype(float) for name, truth in LABELS.items()}
+    backwards_a = {**perfect, "a": 1.0 - LABELS["a"]}
+    flat_a = {**perfect, "a": np.full(4, 0.5)}
+    truth = np.concatenate(list(LABELS.values()))
+    on_all = [roc_auc(np.concatenate(list(s.values())), truth) for s in (backwards_a, flat_a)]
+    assert on_all[0] is not None and on_all[1] is not None and on_all[0] < on_all[1] < 1.0
+    assert nested_auc([backwards_a, flat_a], LABELS) == pytest.approx(on_all[0])
