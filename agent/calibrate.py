@@ -263,9 +263,13 @@ def calibrate(
 ) -> CalibrationResult:
     """Calibrate ``camera`` (its ``source`` is the footage read) on ``model``; ``stored_source`` is
     the source the agent will match the file against (the camera's configured one)."""
-    if camera.synthetic is None and camera.source == "synthetic":
+    if camera.source == "synthetic" and camera.synthetic is None:
         raise UserError("the synthetic source needs a camera config (--config) whose synthetic scene has "
                         "`anomaly: null`: the default scene has a scripted anomaly")
+    if camera.source == "synthetic" and camera.synthetic is not None and camera.synthetic.anomaly is not None:
+        raise UserError(f"cameras.{camera.name}: its synthetic scene has a scripted anomaly (synthetic.anomaly, "
+                        f"from {camera.synthetic.anomaly.start_s:g} s), which calibration would learn as normal: "
+                        "calibrate a camera whose scene has `anomaly: null` (the same seed gives the same people)")
     maps, frames, fps = read_maps(camera, model, duration_s, progress)
     stats = _statistics(maps)
     segments, out_of_sample = out_of_sample_scores(maps, camera.calibration.std_floor)

@@ -115,6 +115,19 @@ def test_calibrate_needs_a_duration_for_live_sources_and_says_so(tmp_path: Path,
     assert "--duration is needed for a live source" in capsys.readouterr().err
 
 
+def test_calibrate_refuses_a_synthetic_scene_with_its_scripted_anomaly(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped config's demo camera has a cyclist in it: calibrating on that scene would learn
+    the cyclist as normal and suggest a threshold far too high, so it is refused before any frame."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "cameras": [
+        {"name": "walkway", "source": "synthetic", "synthetic": {"seed": SEED}}]}))
+    assert main(["calibrate", "--config", str(config), "--duration", "40"]) == 2
+    assert "cameras.walkway: its synthetic scene has a scripted anomaly (synthetic.anomaly, from 20 s)" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "state" / "calibration").exists()
+
+
 def test_footage_too_short_for_a_tail_fit_reports_the_observed_rate_not_nan() -> None:
     """Too few alarms at any threshold to fit their tail (here: no alarm at all in 18 s): no
     rate can be extrapolated, so none is claimed; the output says what the footage showed."""
