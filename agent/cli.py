@@ -134,7 +134,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.reload import GOOD_OUTCOMES, reload_timeout, request_reload
-    from agent.state_lock import running_agent
+    from agent.state_lock import is_agent, running_agent
 
     # The check loads the model's runtime (60 MB): in a child, so that what waits out the reload
     # beside the agent (in its cgroup under systemd, at its memory peak) stays small.
@@ -150,6 +150,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     holder = running_agent(config.state_dir)
     if holder is None or (args.pid is not None and holder != args.pid):
+        if args.pid is not None and not is_agent(args.pid):
+            raise UserError(f"--pid {args.pid}: no edge-agent runs as that process"
+                            + (f" (pid {holder} is the agent with state_dir {config.state_dir})" if holder else ""))
         if args.pid is not None:
             raise UserError(f"the agent {args.pid} does not keep its state in {config.state_dir}, the state_dir "
                             f"{args.config} names" + (f" (pid {holder} does)" if holder else "")

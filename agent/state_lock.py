@@ -84,12 +84,12 @@ def running_agent(state_dir: Path) -> int | None:
             return None
     # A crash leaves its PID in the file, and the next agent writes its own a moment after its
     # lock: make sure the PID read is an agent before anyone signals it (SIGHUP kills most programs).
-    if not text.isdigit() or not _is_agent(int(text)):
+    if not text.isdigit() or not is_agent(int(text)):
         raise UserError(f"{path} is locked but names no running edge-agent yet (one starting?); try again")
     return int(text)
 
 
-def _is_agent(pid: int) -> bool:
+def is_agent(pid: int) -> bool:
     """Whether ``pid`` runs ``edge-agent run`` (or ``python -m agent run``); True where /proc
     cannot tell."""
     try:

@@ -160,3 +160,17 @@ def test_reload_waits_long_enough_for_the_running_configs_health_check_too(
     assert reload_timeout(state, 60) == 2 * 60 + 30  # the edit raises it: the reload's own check counts
     assert agent.stop() == 0
     assert reload_timeout(tmp_path / "no-agent-ever-ran-here", 2) == 2 * 2 + 30
+
+
+def test_reload_with_the_pid_of_another_program_says_it_is_no_agent_and_signals_nothing(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "cameras": [camera()]}))
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        result = reload(file, "--pid", str(other.pid))
+        assert result.returncode == 2
+        assert f"--pid {other.pid}: no edge-agent runs as that process" in result.stderr, result.stderr
+        assert other.poll() is None  # SIGHUP would have ended it
+    finally:
+        other.kill()
+        other.wait()
