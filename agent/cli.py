@@ -1,4 +1,6 @@
-"""``edge-agent``: run the agent, check a config, listen for alerts, run the demo, benchmark."""
+"""``edge-agent``: the monitoring agent (``run``) and the commands around it: checking and reloading its
+config, operators' remote config, listening for its alerts, calibrating, measuring and training models,
+the demo and the benchmark."""
 
 from __future__ import annotations
 
@@ -419,7 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "the running config's and the file's)")
     reload.set_defaults(func=cmd_reload)
 
-    listen = sub.add_parser("listen", help="subscribe to events and snapshots, report gaps and duplicates")
+    listen = sub.add_parser(
+        "listen", help="subscribe to events and snapshots, report gaps and duplicates",
+        description="Subscribe to the devices' events (and snapshots), print them as they come and, at the end "
+                    "(Ctrl-C, SIGTERM, --count or --timeout), a summary: event messages by type, snapshots saved, gaps "
+                    "and duplicates in the events' sequence numbers (not with --json). Exit 0.")
     add_broker_options(listen)
     listen.add_argument("--base", default="edge", help="base topic (default: edge)")
     listen.add_argument("--device", default="+", help="device id, or + for the whole fleet (default)")
@@ -442,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--sign-key", metavar="PEM", help="set: sign the request with this Ed25519 private key")
     add_broker_options(config)
     config.add_argument("--base", default="edge", help="base topic (default: edge)")
-    config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device")
+    config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default: 30)")
     config.set_defaults(func=cmd_config)
 
     forget = sub.add_parser(
@@ -457,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Home Assistant discovery prefix (default: homeassistant)")
     forget.add_argument("--dry-run", action="store_true", help="list what would be emptied; change nothing")
     forget.add_argument("--force", action="store_true", help="also when the device says it is online")
-    forget.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    forget.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default: 10)")
     forget.set_defaults(func=cmd_forget)
 
     enhance = sub.add_parser("enhance", help="measure snapshot enhancement on degraded real frames")
@@ -510,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="broker + agent on the synthetic scene + listener, then stop all")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default: 30)")
-    demo.add_argument("--out", default="demo-out", help="folder for snapshots and the agent log")
+    demo.add_argument("--out", default="demo-out", help="folder for snapshots and the agent log (default: demo-out)")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="measure the real pipeline on a file or the synthetic scene")

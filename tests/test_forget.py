@@ -112,6 +112,14 @@ def test_a_device_that_says_it_is_online_is_refused_unless_forced(broker: LocalB
     assert result.returncode == 2
     assert "device other says it is online (edge/other/status): stop it first" in result.stderr, result.stderr
     assert retained_now(broker, ["edge/other/status"]) == {"edge/other/status": b"online"}
+    # A dry run changes nothing, so it lists them anyway and says a real run would be refused.
+    dry = subprocess.run([EDGE_AGENT, "forget", "other", "--port", str(broker.port), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would empty edge/other/status" in dry.stdout.splitlines()
+    assert dry.stdout.splitlines()[-1] == ("device other says it is online (edge/other/status): a real run is "
+                                           "refused until it is stopped (or with --force)")
+    assert retained_now(broker, ["edge/other/status"]) == {"edge/other/status": b"online"}
 
 
 def test_a_broker_that_refuses_the_emptying_is_reported_not_taken_for_done(tmp_path: Path) -> None:
