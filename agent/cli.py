@@ -160,7 +160,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
                             f"{args.config} names" + (f" (pid {holder} does)" if holder else "")
                             + ": state_dir takes a restart (systemctl restart edge-agent)")
         raise UserError(f"no agent is running with state_dir {config.state_dir} (the one {args.config} names)")
-    timeout = args.timeout if args.timeout is not None else reload_timeout(config.state_dir,
+    timeout = args.timeout if args.timeout is not None else reload_timeout(config.state_dir, holder,
                                                                            config.remote.health_timeout_s)
     record = request_reload(config.state_dir, holder, timeout)
     print(f"{args.config}: reload {record.status} by the agent (pid {holder})"
@@ -417,8 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", "-c", default="config.yaml", help="config file (default: config.yaml)")
     reload.add_argument("--pid", type=int, help="the agent's PID, to check it is the one (systemd: $MAINPID)")
     reload.add_argument("--timeout", type=float,
-                        help="seconds to wait for the agent's outcome (default: 2 x remote.health_timeout_s + 30, the larger of "
-                             "the running config's and the file's)")
+                        help="seconds to wait for the agent's outcome (default: 2 x the running agent's "
+                             "remote.health_timeout_s + 30)")
     reload.set_defaults(func=cmd_reload)
 
     listen = sub.add_parser(

@@ -437,7 +437,6 @@ class Agent:
         finally:
             self._reloads.finished = self._reloads.started
             self._reloads.status, self._reloads.problems = status, problems
-            self._reloads.health_timeout_s = self.config.remote.health_timeout_s
             self._reloads.save(self.config.state_dir)
 
     def _reload_file(self) -> tuple[str, list[str]]:

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,11 +105,12 @@ class ReloadRecord:
     """The running agent's reloads: ``run`` names the agent's run (a PID can come back after a
     restart), ``started`` counts the reloads begun in it, ``finished`` those done, and ``status``
     and ``problems`` are the last finished one's (``failed``: an unexpected error).
-    ``health_timeout_s`` is the running config's ``remote.health_timeout_s`` when it was written:
-    how long a change already under way may hold the reload up, which the edited file cannot tell."""
+    ``health_timeout_s`` is the running agent's ``remote.health_timeout_s`` (fixed for its run,
+    as ``remote`` takes a restart), which the edited file cannot tell; None in a record of an
+    agent from before it was kept."""
 
     pid: int
-    health_timeout_s: float
+    health_timeout_s: float | None = None
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started: int = 0
     finished: int = 0
@@ -128,7 +129,10 @@ class ReloadRecord:
         """The record in ``state_dir``; None if there is none or it is not one."""
         try:
             data = json.loads((state_dir / RECORD_FILE).read_text(encoding="utf-8"))
-            return cls(**data) if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                return None
+            known = {f.name for f in fields(cls)}  # other versions' fields are left out, not fatal
+            return cls(**{key: value for key, value in data.items() if key in known})
         except (OSError, ValueError, TypeError):
             return None
 
@@ -140,12 +144,16 @@ class ReloadRecord:
             return self.finished > before.started
         return self.finished > 0
 
-def reload_timeout(state_dir: Path, file_health_timeout_s: float) -> float:
-    """The default wait of ``edge-agent reload``: a change under way (the running config's health
-    check) and then the reload's own (the file's), each with its margin, plus time to stop cameras."""
+
+def reload_timeout(state_dir: Path, pid: int, file_health_timeout_s: float) -> float:
+    """The default wait of ``edge-agent reload`` for the agent ``pid``: a remote change under way,
+    then the reload's own health check, each as long as the running agent's
+    ``remote.health_timeout_s`` (an edit of it is rejected at once: ``remote`` takes a restart),
+    plus time to stop cameras. The file's value stands in where the record does not say."""
     record = ReloadRecord.load(state_dir)
-    running = record.health_timeout_s if record is not None else file_health_timeout_s
-    return 2 * max(running, file_health_timeout_s) + 30
+    if record is not None and record.pid == pid and record.health_timeout_s is not None:
+        return 2 * record.health_timeout_s + 30
+    return 2 * file_health_timeout_s + 30
 
 
 def request_reload(state_dir: Path, pid: int, timeout_s: float) -> ReloadRecord:

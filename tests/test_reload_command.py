@@ -146,20 +146,32 @@ def test_a_clean_stop_leaves_no_pid_to_signal(start_agent: Callable[..., AgentPr
     assert pid_file.read_text() == ""
 
 
-def test_reload_waits_long_enough_for_the_running_configs_health_check_too(
+def test_reload_waits_by_the_running_agents_health_timeout_not_the_files(
     start_agent: Callable[..., AgentProcess], tmp_path: Path,
 ) -> None:
-    """An edit that shortens remote.health_timeout_s must not cut short the wait for a change the
-    running config is still checking: the default wait takes the larger of the two."""
+    """A reload may wait out a remote change's health check, then do its own, both by the running
+    agent's remote.health_timeout_s: an edit of it is rejected at once (remote takes a restart),
+    so the file's value must not set the wait."""
     agent = started(start_agent, {"mqtt": {"port": free_port()}, "remote": {"health_timeout_s": 40},
                                   "cameras": [camera()]})
-    state = tmp_path / "state"
+    state, pid = tmp_path / "state", agent.process.pid
     record = ReloadRecord.load(state)
-    assert record is not None and record.pid == agent.process.pid and record.health_timeout_s == 40
-    assert reload_timeout(state, 2) == 2 * 40 + 30  # the edit lowers it: the running one counts
-    assert reload_timeout(state, 60) == 2 * 60 + 30  # the edit raises it: the reload's own check counts
+    assert record is not None and record.pid == pid and record.health_timeout_s == 40
+    assert reload_timeout(state, pid, 2) == reload_timeout(state, pid, 60) == 2 * 40 + 30
+    assert reload_timeout(state, pid + 1, 2) == 2 * 2 + 30  # another run's record: the file's value
     assert agent.stop() == 0
-    assert reload_timeout(tmp_path / "no-agent-ever-ran-here", 2) == 2 * 2 + 30
+    assert reload_timeout(tmp_path / "no-agent-ever-ran-here", pid, 2) == 2 * 2 + 30
+
+
+def test_the_record_of_an_agent_of_another_version_is_still_read(tmp_path: Path) -> None:
+    """deploy/install.sh --no-start leaves the old agent running under the new command (and a
+    downgrade the reverse): a record without the fields added since, or with ones this version
+    does not know, still gives the reload's outcome, and the wait falls back to the file's value."""
+    older = {"pid": 4321, "run": "r1", "started": 2, "finished": 2, "status": "unchanged", "problems": []}
+    (tmp_path / "reload.json").write_text(json.dumps({**older, "a_field_from_a_newer_version": 1}))
+    record = ReloadRecord.load(tmp_path)
+    assert record is not None and (record.pid, record.run, record.finished, record.status) == (4321, "r1", 2, "unchanged")
+    assert record.health_timeout_s is None and reload_timeout(tmp_path, 4321, 7) == 2 * 7 + 30
 
 
 def test_reload_with_the_pid_of_another_program_says_it_is_no_agent_and_signals_nothing(tmp_path: Path) -> None:
