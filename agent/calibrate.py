@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from agent.config import CameraConfig, DetectorConfig
+from agent.config import CameraConfig, DetectorConfig, SyntheticConfig
 from agent.delegates import DelegatedModel
 from agent.detector import Detector, Transition
 from agent.errors import UserError
@@ -257,19 +257,25 @@ def read_maps(
     return maps, frames, fps
 
 
+def _refuse_a_scripted_anomaly(camera: CameraConfig, duration_s: float | None) -> None:
+    """Calibration would learn the synthetic scene's scripted anomaly as normal, if it reads that far."""
+    anomaly = (camera.synthetic or SyntheticConfig()).anomaly
+    if anomaly is None or (duration_s is not None and duration_s <= anomaly.start_s):
+        return
+    where = f"cameras.{camera.name}: its" if camera.synthetic is not None else "the default"
+    raise UserError(f"{where} synthetic scene has a scripted anomaly from {anomaly.start_s:g} s (synthetic.anomaly), "
+                    "which calibration would learn as normal: calibrate a camera (--config) whose scene has "
+                    "`anomaly: null` (the same seed gives the same people)")
+
+
 def calibrate(
     camera: CameraConfig, model: DelegatedModel, *, duration_s: float | None, target_per_hour: float,
     stored_source: str, progress: bool = False,
 ) -> CalibrationResult:
     """Calibrate ``camera`` (its ``source`` is the footage read) on ``model``; ``stored_source`` is
     the source the agent will match the file against (the camera's configured one)."""
-    if camera.source == "synthetic" and camera.synthetic is None:
-        raise UserError("the synthetic source needs a camera config (--config) whose synthetic scene has "
-                        "`anomaly: null`: the default scene has a scripted anomaly")
-    if camera.source == "synthetic" and camera.synthetic is not None and camera.synthetic.anomaly is not None:
-        raise UserError(f"cameras.{camera.name}: its synthetic scene has a scripted anomaly (synthetic.anomaly, "
-                        f"from {camera.synthetic.anomaly.start_s:g} s), which calibration would learn as normal: "
-                        "calibrate a camera whose scene has `anomaly: null` (the same seed gives the same people)")
+    if camera.source == "synthetic":
+        _refuse_a_scripted_anomaly(camera, duration_s)
     maps, frames, fps = read_maps(camera, model, duration_s, progress)
     stats = _statistics(maps)
     segments, out_of_sample = out_of_sample_scores(maps, camera.calibration.std_floor)

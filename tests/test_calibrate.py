@@ -123,9 +123,15 @@ def test_calibrate_refuses_a_synthetic_scene_with_its_scripted_anomaly(tmp_path:
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "cameras": [
         {"name": "walkway", "source": "synthetic", "synthetic": {"seed": SEED}}]}))
     assert main(["calibrate", "--config", str(config), "--duration", "40"]) == 2
-    assert "cameras.walkway: its synthetic scene has a scripted anomaly (synthetic.anomaly, from 20 s)" \
+    assert "cameras.walkway: its synthetic scene has a scripted anomaly from 20 s (synthetic.anomaly)" \
         in capsys.readouterr().err
     assert not (tmp_path / "state" / "calibration").exists()
+    assert main(["calibrate", "--source", "synthetic", "--out", str(tmp_path / "c.json"), "--duration", "40"]) == 2
+    assert "the default synthetic scene has a scripted anomaly from 20 s" in capsys.readouterr().err
+    # Footage that ends before the anomaly starts is normal footage.
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["calibrate", "--config", str(config), "--duration", "20"]) == 0
+    assert (tmp_path / "state" / "calibration" / "walkway.json").exists()
 
 
 def test_footage_too_short_for_a_tail_fit_reports_the_observed_rate_not_nan() -> None:
