@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import time
 from pathlib import Path
 
 from agent.config import AgentConfig
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "published-as.json"
 
 
-Name = dict[str, str | None]  # base_topic, device_id, homeassistant_prefix
+Name = dict[str, str | None]  # base_topic, device_id, homeassistant_prefix; "until" (a date) when left
 NAME_KEYS = {"base_topic", "device_id", "homeassistant_prefix"}
 
 
@@ -28,23 +29,35 @@ def identity(config: AgentConfig) -> Name:
 
 
 def note_identity(config: AgentConfig) -> None:
-    """At a rename, log how to forget every name this box published under before (a second
-    rename before ``forget`` keeps the first old name in the list); then record the current one."""
+    """At a rename, log how to forget every name this box published under before (with the date it
+    left each), so a second rename before ``forget`` still names the first; then record the
+    current one."""
     path = config.state_dir / IDENTITY_FILE
     now = identity(config)
     recorded = _read(path)
-    if recorded is not None and recorded[0] == now:
+    if recorded is None:
+        _write(path, now, [])
         return
-    earlier: list[Name] = []
-    if recorded is not None:
-        for name in (recorded[0], *recorded[1]):
-            if _topics(name) != _topics(now) and all(_topics(name) != _topics(seen) for seen in earlier):
-                earlier.append(name)
-    if recorded is not None and _topics(recorded[0]) != _topics(now):
-        for name in earlier:
-            log.warning("this box published as device %s under %s/ before (%s); its retained topics stay on the "
-                        "broker. Once nothing runs under that name, empty them: %s", name["device_id"],
-                        name["base_topic"], path, forget_command(name, config))
+    last, earlier = recorded
+    if last == now:
+        return
+    renamed = _topics(last) != _topics(now)
+    if renamed:
+        earlier = [{**last, "until": time.strftime("%Y-%m-%d")}, *earlier]
+    kept: list[Name] = []
+    for name in earlier:  # the newest of each name; not the one now in use again
+        if _topics(name) != _topics(now) and all(_topics(name) != _topics(seen) for seen in kept):
+            kept.append(name)
+    if renamed:
+        for name in kept:
+            log.warning("this box published as device %s under %s/ until %s (%s); its retained topics stay on the "
+                        "broker until emptied (forget says so if they already are, and refuses a name a running "
+                        "box uses). Once nothing runs under that name, empty them: %s", name["device_id"],
+                        name["base_topic"], name.get("until") or "its last start", path, forget_command(name, config))
+    _write(path, now, kept)
+
+
+def _write(path: Path, now: Name, earlier: list[Name]) -> None:
     try:
         atomic_write(path, json.dumps({**now, "earlier": earlier}))
     except OSError as error:
@@ -82,5 +95,5 @@ def _read(path: Path) -> tuple[Name, list[Name]] | None:
 
 
 def _is_name(value: object) -> bool:
-    return (isinstance(value, dict) and set(value) == NAME_KEYS
+    return (isinstance(value, dict) and NAME_KEYS <= set(value) <= NAME_KEYS | {"until"}
             and all(v is None or isinstance(v, str) for v in value.values()))

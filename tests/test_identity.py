@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,22 @@ def test_a_record_from_before_the_list_is_still_read(tmp_path: Path, caplog: pyt
     assert start(tmp_path, "box-a", caplog) == [["old-box", "--base", "edge"]]
 
 
-def test_a_damaged_record_is_reported_and_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    (tmp_path / IDENTITY_FILE).write_text(json.dumps({"device_id": "box-a", "earlier": "not a list"}))
+@pytest.mark.parametrize("damage", [{"earlier": "not a list"}, {"device_id": 7}, {"earlier": [{"device_id": "x"}]}])
+def test_a_damaged_record_is_reported_and_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                   damage: dict[str, object]) -> None:
+    good = {"base_topic": "edge", "device_id": "box-a", "homeassistant_prefix": None, "earlier": []}
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps({**good, **damage}))
     assert start(tmp_path, "box-b", caplog) == []
     assert "is not a record of the device's name" in caplog.text
     assert start(tmp_path, "box-c", caplog) == [["box-b", "--base", "edge"]]
+
+
+def test_the_warning_says_when_the_box_left_each_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A name emptied since is named again at the next rename: the date tells the operator which."""
+    days = {time.strftime("%Y-%m-%d")}
+    for name in ("box-a", "box-b", "box-c"):
+        start(tmp_path, name, caplog)
+    days.add(time.strftime("%Y-%m-%d"))  # a run across midnight
+    for name in ("box-b", "box-a"):
+        assert any(f"published as device {name} under edge/ until {day} " in caplog.text for day in days), caplog.text
+    assert "forget says so if they already are, and refuses a name a running box uses" in caplog.text
