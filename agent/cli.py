@@ -1,6 +1,6 @@
 """``edge-agent``: the monitoring agent (``run``) and the commands around it: checking and reloading its
-config, operators' remote config, listening for its alerts, calibrating, measuring and training models,
-the demo and the benchmark."""
+config, operators' remote config, listening for its alerts, forgetting a retired box, calibrating,
+measuring and training models, the demo, the benchmark and the version."""
 
 from __future__ import annotations
 
@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         "listen", help="subscribe to events and snapshots, report gaps and duplicates",
         description="Subscribe to the devices' events (and snapshots), print them as they come and, at the end "
                     "(Ctrl-C, SIGTERM, --count or --timeout), a summary: event messages by type, snapshots saved, gaps "
-                    "and duplicates in the events' sequence numbers (not with --json). Exit 0.")
+                    "and duplicates in the events' sequence numbers (not with --json). Exit 0; 2 if the broker cannot be "
+                    "reached or refuses the connection.")
     add_broker_options(listen)
     listen.add_argument("--base", default="edge", help="base topic (default: edge)")
     listen.add_argument("--device", default="+", help="device id, or + for the whole fleet (default)")
@@ -455,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
         "forget", help="empty the retained topics a retired or renamed device left on the broker",
         description="Empties DEVICE's retained topics (status, config state, camera status, snapshots, anomaly) "
         "and its Home Assistant discovery configs, then asks the broker what is left. Refuses a device whose "
-        "status says online, unless --force. Exit 0 if none is left, 1 if some are, 2 on an error.")
+        "status says online, unless --force (--dry-run lists its topics all the same). Exit 0 if none is left, "
+        "1 if some are, 2 on an error.")
     forget.add_argument("device", help="the device id it had")
     add_broker_options(forget)
     forget.add_argument("--base", default="edge", help="base topic it had (default: edge)")

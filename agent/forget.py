@@ -140,14 +140,14 @@ def forget(broker: MqttConfig, base: str, device: str, discovery_prefix: str, *,
             print(f"this broker account sees nothing retained for device {device} (under {topics.root}/ and "
                   f"{discovery_prefix}/)", file=out)
             return 0
-        online = retained.get(topics.status) == b"online" and not force
-        if online and not dry_run:
+        refused_online = retained.get(topics.status) == b"online" and not force
+        if refused_online and not dry_run:
             raise UserError(f"device {device} says it is online ({topics.status}): stop it first, or it publishes "
                             "its topics again (--force empties them anyway)")
         for topic in sorted(retained):
             print(f"{'would empty' if dry_run else 'emptying'} {topic}", file=out)
         if dry_run:
-            if online:
+            if refused_online:
                 print(f"device {device} says it is online ({topics.status}): a real run is refused until it is "
                       "stopped (or with --force)", file=out)
             return 0
