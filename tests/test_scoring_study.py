@@ -109,3 +109,43 @@ def test_a_clips_frames_are_ranked_by_the_candidate_chosen_without_that_clip() -
     on_all = [roc_auc(np.concatenate(list(s.values())), truth) for s in (backwards_a, flat_a)]
     assert on_all[0] is not None and on_all[1] is not None and on_all[0] < on_all[1] < 1.0
     assert nested_auc([backwards_a, flat_a], LABELS) == pytest.approx(on_all[0])
+
+
+def test_a_candidate_better_on_the_other_clips_is_chosen_over_the_first() -> None:
+    flat = {name: np.zeros(len(truth)) for name, truth in LABELS.items()}
+    perfect = {name: truth.astype(float) for name, truth in LABELS.items()}
+    assert nested_auc([flat, perfect], LABELS) == 1.0
+
+
+def nested_by_definition(scores: list[dict[str, np.ndarray]], labels: dict[str, np.ndarray]) -> tuple[float, set[int]]:
+    """The nested figure pair by pair, as its docstring defines it, and the candidates chosen."""
+    names = list(labels)
+
+    def chosen(a: str, b: str) -> int:
+        rest = [n for n in names if n not in (a, b)]
+        truth = np.concatenate([labels[n] for n in rest])
+        return int(np.argmax([roc_auc(np.concatenate([s[n] for n in rest]), truth) or -1.0 for s in scores]))
+
+    def win(i: int, a: str, x: int, b: str, y: int) -> float:
+        return float(np.sign(scores[i][a][x] - scores[i][b][y]) + 1) / 2
+
+    total, count, picks = 0.0, 0, set()
+    for a in names:
+        for b in names:
+            folds = [chosen(a, b)] if a != b else [chosen(a, o) for o in names if o != a]
+            picks.update(folds)
+            for x in np.flatnonzero(labels[a]):
+                for y in np.flatnonzero(~labels[b]):
+                    total += np.mean([win(i, a, x, b, y) for i in folds])
+                    count += 1
+    return total / count, picks
+
+
+def test_the_nested_figure_is_its_definition_pair_by_pair_when_the_folds_choose_differently() -> None:
+    rng = np.random.default_rng(7)
+    labels = {name: rng.random(30) < share for name, share in zip("abcde", (0.3, 0.5, 0.7, 0.4, 1.0))}
+    scores = [{name: truth * rng.uniform(0.2, 2.0) + rng.normal(size=truth.size) for name, truth in labels.items()}
+              for _ in range(4)]
+    expected, picks = nested_by_definition(scores, labels)
+    assert len(picks) > 1  # the folds disagree, so which fold judges which pair matters
+    assert nested_auc(scores, labels) == pytest.approx(expected)
