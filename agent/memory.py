@@ -44,7 +44,10 @@ def parse_status(text: str) -> Memory:
 
 
 def current() -> Memory | None:
-    """This process's resident memory now; ``None`` without Linux's ``/proc`` (kernel 4.5+)."""
+    """This process's resident memory now; ``None`` without Linux's ``/proc`` (kernel 4.5+).
+
+    The kernel keeps these counters per CPU and sums them approximately here: a reading can be
+    off by a few hundred kB (more on many-core machines), e.g. a little above :func:`peak_rss_mb`."""
     try:
         return parse_status(STATUS.read_text())
     except (OSError, ValueError):

@@ -24,7 +24,7 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
     split = report["rss_at_peak_mb"]
     assert 0 < split["anon"] <= report["peak_anon_mb"]
     assert split["file"] > 0
-    assert split["rss"] <= report["peak_rss_mb"] + 1
+    assert split["rss"] <= report["peak_rss_mb"] * 1.05  # /proc's counters are approximate
     assert report["memory_samples"] >= 2
     assert set(report["stages_ms"]) == {"decode", "preprocess", "invoke", "detector", "report",
                                         "snapshot_encode", "publish"}
