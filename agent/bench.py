@@ -14,13 +14,18 @@ report thread), ``snapshot_encode`` (annotated JPEG of a source frame, measured 
 events are too rare for a percentile), ``publish`` (event queued to received by the subscriber).
 ``event_latency_ms``: capture time of the frame that opened an event to its receipt by the
 subscriber; the ``min_duration_s`` debounce before that frame comes on top (``debounce_ms``).
+
+Memory: ``peak_rss_mb`` is the kernel's high-water mark of the whole process (the benchmark's
+broker client and subscriber included); it counts the shared libraries' resident file pages,
+which depend on the page cache (:mod:`agent.memory`), so ``peak_anon_mb``, the process's private
+memory sampled every 50 ms while the agent runs, is reported beside it, with the split of the
+largest RSS sampled (``rss_at_peak_mb``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import tempfile
 import threading
 import time
@@ -39,6 +44,7 @@ from agent.config import AgentConfig, CameraConfig
 from agent.daemon import Agent
 from agent.delegates import DelegatedModel
 from agent.errors import SourceError, UserError
+from agent.memory import PeakMemory, peak_rss_mb
 from agent.pipeline import p50_p99
 from agent.scoring import Region
 from agent.snapshot import render_snapshots
@@ -268,7 +274,9 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         timed = TimedPublisher(agent)
         cpu_mark = time.process_time()
         camera_cpu = CameraCpu(list(agent.cameras))
+        memory = PeakMemory()
         agent.start()
+        memory.sample()
         pipelines = [runtime.pipeline for runtime in agent.cameras.values()]
         deadline = time.monotonic() + FIRST_FRAME_TIMEOUT_S
         while pipelines[0].frames_processed == 0 and pipelines[0].is_alive():
@@ -287,6 +295,7 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
             while done < total:
                 time.sleep(0.05)
                 camera_cpu.sample()
+                memory.sample()
                 now_done = sum(min(p.frames_processed, options.frames) for p in pipelines)
                 bar.update(now_done - done)
                 done = now_done
@@ -295,6 +304,7 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu_mark
         camera_cpu.sample()
+        memory.sample()
         cameras = {}
         for name, runtime in agent.cameras.items():
             threads_cpu = camera_cpu.seconds(name)
@@ -307,7 +317,7 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
             }
         frames = sum(c["frames"] for c in cameras.values())
         stages = _stages(agent)
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_rss = peak_rss_mb()
         agent.shutdown()
         time.sleep(0.3)  # the last events in flight reach the subscriber
     finally:
@@ -324,7 +334,8 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         "wall_s": round(wall, 3),
         "throughput_fps": round(frames / wall, 1),
         "cpu_percent": round(100 * cpu / wall, 1),
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        "peak_rss_mb": round(peak_rss, 1),
+        **memory_figures(memory),
         "cold_start_s": round(cold_start_s, 3),
         "agent_start_s": round(agent_start_s, 3),
         "stages_ms": stages,
@@ -335,6 +346,35 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
         "per_camera": cameras,
         "model_skipped": sum(runtime.pipeline.stream.skipped for runtime in agent.cameras.values()),
     }
+
+
+def memory_figures(memory: PeakMemory) -> dict[str, Any]:
+    """``peak_anon_mb``: the highest anonymous (private) memory sampled while the agent ran;
+    ``rss_at_peak_mb``: the split of the largest RSS sampled (anon, file-backed, shmem). Both
+    ``None`` without /proc. Unlike RSS, the anonymous figure does not depend on how the page cache
+    holds the shared libraries' files (see :mod:`agent.memory`)."""
+    peak = memory.at_rss_peak
+    if peak is None:
+        return {"peak_anon_mb": None, "rss_at_peak_mb": None, "memory_samples": 0}
+    return {
+        "peak_anon_mb": round(memory.anon, 1),
+        "rss_at_peak_mb": {name: round(getattr(peak, name), 1) for name in ("rss", "anon", "file", "shmem")},
+        "memory_samples": memory.samples,
+    }
+
+
+def format_memory(report: dict[str, Any]) -> list[str]:
+    """Peak RSS with its split, and the peak of anonymous memory."""
+    line = f"peak rss       {report['peak_rss_mb']:9.1f} MB"
+    split = report.get("rss_at_peak_mb")
+    if split is None:
+        return [line + " (no /proc: no anonymous figure)"]
+    return [
+        line + f" (anonymous {split['anon']:.1f} MB, file-backed {split['file']:.1f} MB at the largest "
+        f"sampled rss, {split['rss']:.1f} MB)",
+        f"peak anonymous {report['peak_anon_mb']:9.1f} MB (private memory, highest of "
+        f"{report['memory_samples']} samples; libraries' file pages count in rss only)",
+    ]
 
 
 def _stages(agent: Agent) -> dict[str, Any]:
@@ -401,7 +441,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"per camera / ceiling  {report['ceiling_ratio'] or 'n/a (paced)'} (ceiling: the slower of the two above)",
         f"cpu            {report['cpu_percent']:9.1f} % of one core, whole process "
         f"({os.cpu_count()} cores here)",
-        f"peak rss       {report['peak_rss_mb']:9.1f} MB",
+        *format_memory(report),
         f"cold start     {report['cold_start_s']:9.3f} s to the first inference "
         f"(agent construction to it: {report['agent_start_s']} s)",
         "stage latency, ms        p50       p99",

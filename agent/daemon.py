@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import resource
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import cv2
 
-from agent import __version__
+from agent import __version__, memory
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import NAME_PATTERN, AgentConfig, CameraConfig
 from agent.control import RemoteControl
@@ -85,12 +84,14 @@ class CameraRuntime:
         self.pipeline.reconfigure(camera)
 
 
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def memory_metrics() -> dict[str, float | None]:
+    """``rss_mb`` (resident now) and ``rss_anon_mb``, its anonymous part: the agent's own memory,
+    without the shared libraries' file pages, whose residency depends on the page cache
+    (:mod:`agent.memory`). Without /proc: the peak RSS, and no anonymous figure."""
+    now = memory.current()
+    if now is None:
+        return {"rss_mb": round(memory.peak_rss_mb(), 1), "rss_anon_mb": None}
+    return {"rss_mb": round(now.rss, 1), "rss_anon_mb": round(now.anon, 1)}
 
 
 def calibration_path(state_dir: Path, camera: str) -> Path:
@@ -283,7 +284,7 @@ class Agent:
             "ts": time.time(),
             "uptime_s": round(now - self.started, 1),
             "cpu_percent": round(100 * (cpu - cpu_then) / max(now - then, 1e-6), 1),
-            "rss_mb": round(rss_mb(), 1),
+            **memory_metrics(),
             "mqtt": {
                 "connected": self.publisher.connected,
                 "pending": self.publisher.pending,

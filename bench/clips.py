@@ -25,21 +25,25 @@ from agent.clips import Clip, ClipRecorder, clip_size
 from agent.config import ClipsConfig, SyntheticConfig
 from agent.frames import Frame
 from agent.sources.synthetic import SyntheticScene
+from bench.paths import require
 
 SIZE = (1280, 720)
 FPS = 10.0
 
 
-def footage(source: str, count: int) -> list[np.ndarray]:
+def footage(source: str, count: int, prog: str) -> list[np.ndarray]:
     if source == "synthetic":
         scene = SyntheticScene(SyntheticConfig(width=SIZE[0], height=SIZE[1]))
         return [scene.frame_at(index) for index in range(count)]
+    if "://" not in source:
+        require(Path(source), "--source FILE (a video file, or synthetic)", prog)
     capture = cv2.VideoCapture(source)
     frames = []
     while len(frames) < count and (image := capture.read()[1]) is not None:
         frames.append(cv2.resize(image, SIZE, interpolation=cv2.INTER_LINEAR))
     if len(frames) < count:
-        raise SystemExit(f"{source}: only {len(frames)} frames, {count} needed")
+        raise SystemExit(f"{prog}: {source}: only {len(frames)} frames read, {count} needed "
+                         "(--seconds at 10 fps); pass a longer --source or fewer --seconds")
     return frames
 
 
@@ -75,11 +79,12 @@ def describe_write(elapsed: float, clip: Clip) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.clips", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="synthetic", help="a video file, or synthetic")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the clip written")
     args = parser.parse_args(argv)
-    frames = footage(args.source, int(args.seconds * FPS))
+    frames = footage(args.source, int(args.seconds * FPS), parser.prog)
     default = ClipsConfig(enabled=True)
     with tempfile.TemporaryDirectory() as folder:
         ring = ClipRecorder("bench", default, Path(folder), lambda clip: None)

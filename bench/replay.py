@@ -80,7 +80,8 @@ def replay_rate(broker: LocalBroker, messages: int, payload: bytes, window: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--size", type=int, default=1024, help="payload bytes")
     parser.add_argument("--window", type=int, default=20, help="QoS 1 messages in flight")

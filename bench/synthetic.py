@@ -12,6 +12,8 @@ anomaly's highest score held for 0.5 s (5 frames); the detector's default thresh
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from agent.config import CalibrationConfig, DetectorConfig, SyntheticAnomaly, SyntheticConfig
@@ -43,7 +45,10 @@ def smoothed_scores(model: StreamingModel, scene: SyntheticScene, frames: int) -
     return scores
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.synthetic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
     model = StreamingModel()
     frames = int((START_S + DURATION_S + 10) * FPS)
     t = np.arange(frames) / FPS

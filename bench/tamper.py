@@ -3,7 +3,10 @@
     python -m bench.tamper [--data ../shared/data]
 
 Footage: OpenCV's pedestrian video (vtest.avi, 80 s) and the six Ped2 test clips played one
-after another (102 s; the same fixed camera, real anomalies such as cyclists but no tampering).
+after another (960 frames at 10 fps, 96 s; the same fixed camera, real anomalies such as cyclists
+but no tampering). ``--data`` is the folder holding ``vtest/vtest.avi`` and
+``ucsd-ped2/testing/frames/NN/*.jpg``; its default, ../shared/data, is where the development
+checkout keeps them.
 For each footage, one clean run counts false alarms; then for each degradation, one run applies
 it from 40 % of the footage on for 15 s: covered (a hand over the lens), defocused (optical
 blur), sprayed (blur and a milky film), blinded (a light shone into the lens), turned away (the
@@ -25,6 +28,7 @@ from agent.config import TamperConfig
 from agent.preprocess import Preprocessor
 from agent.inference import Quant
 from agent.tamper import TamperDetector
+from bench.paths import SHARED_DATA, require
 
 Degrade = Callable[[np.ndarray], np.ndarray]
 
@@ -73,11 +77,26 @@ def load_video(path: Path) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
-def load_ped2_test(root: Path) -> tuple[list[np.ndarray], float]:
+def load_ped2_test(frames_dir: Path) -> tuple[list[np.ndarray], float]:
+    """The clips of ``testing/frames``, one after another, at Ped2's 10 fps."""
     frames = []
-    for clip in sorted((root / "testing" / "frames").iterdir()):
+    for clip in sorted(p for p in frames_dir.iterdir() if p.is_dir()):
         frames += [cv2.imread(str(p)) for p in sorted(clip.glob("*.jpg"))]
     return frames, 10.0
+
+
+def load_footage(data: Path, prog: str) -> dict[str, tuple[list[np.ndarray], float]]:
+    """Both footages under ``data``; a missing or frameless one ends the run with one line."""
+    option = f"--data DIR (the folder holding vtest/vtest.avi and ucsd-ped2/testing/frames; default {SHARED_DATA})"
+    paths = {
+        "vtest.avi": require(data / "vtest" / "vtest.avi", option, prog),
+        "Ped2 test clips": require(data / "ucsd-ped2" / "testing" / "frames", option, prog),
+    }
+    footage = {"vtest.avi": load_video(paths["vtest.avi"]), "Ped2 test clips": load_ped2_test(paths["Ped2 test clips"])}
+    for name, (frames, _) in footage.items():
+        if not frames:
+            raise SystemExit(f"{prog}: no frames read from {paths[name]}; pass {option}")
+    return footage
 
 
 def run(frames: list[np.ndarray], fps: float, degrade: Degrade | None, onset: int, length: int) -> list[tuple[float, str, str]]:
@@ -96,13 +115,12 @@ def run(frames: list[np.ndarray], fps: float, degrade: Degrade | None, onset: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser = argparse.ArgumentParser(prog="python -m bench.tamper", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, metavar="DIR",
+                        help=f"folder with vtest/vtest.avi and ucsd-ped2/testing/frames (default {SHARED_DATA})")
     args = parser.parse_args(argv)
-    footage = {
-        "vtest.avi": load_video(args.data / "vtest" / "vtest.avi"),
-        "Ped2 test clips": load_ped2_test(args.data / "ucsd-ped2"),
-    }
+    footage = load_footage(args.data, parser.prog)
     print(f"{'footage':<16} {'degradation':<12} {'detected':<9} {'delay s':>7}  reason given")
     detected, total, delays, false_alarms, normal_s = 0, 0, [], 0, 0.0
     for name, (frames, fps) in footage.items():

@@ -19,6 +19,13 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
         assert report[key] > 0, key
     assert report["cameras"] == 1
     assert report["per_camera"]["cam0"]["frames"] >= 100
+    # Memory: the private part beside the RSS, whose file-backed part the page cache decides.
+    assert 0 < report["peak_anon_mb"] <= report["peak_rss_mb"]
+    split = report["rss_at_peak_mb"]
+    assert 0 < split["anon"] <= report["peak_anon_mb"]
+    assert split["file"] > 0
+    assert split["rss"] <= report["peak_rss_mb"] * 1.05  # /proc's counters are approximate
+    assert report["memory_samples"] >= 2
     assert set(report["stages_ms"]) == {"decode", "preprocess", "invoke", "detector", "report",
                                         "snapshot_encode", "publish"}
     assert report["stages_ms"]["invoke"]["p99"] >= report["stages_ms"]["invoke"]["p50"] > 0

@@ -101,6 +101,8 @@ def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_s
     state = json.loads(sub.on("test-box/state")[-1].payload)
     assert state["device"] == "test-box" and "walkway" in state["cameras"]
     assert sub.wait_for(lambda: bool(sub.on("test-box/metrics")), timeout=5)
+    metrics = json.loads(sub.on("test-box/metrics")[-1].payload)
+    assert 0 < metrics["rss_anon_mb"] < metrics["rss_mb"]  # its own memory, without the libraries' file pages
 
     # The broker announces the agent's death through its last will.
     assert [m.payload for m in sub.on("test-box/status")][-1] == b"online"
