@@ -2,9 +2,10 @@
 
 Plain RSS counts the pages of the shared libraries it maps (OpenCV, LiteRT, NumPy: tens of MB)
 as far as they are resident, and how many are depends on the page cache, not on the agent: on
-kernel 6.x a freshly written library file sits in large page-cache folios that get mapped whole,
-so the same ``cv2.abi3.so`` measured 26.5 MB resident in a fresh venv and 8.3 MB in an older one
-(``edge-agent bench`` on vtest.avi: peak RSS 174.9 MB against 125.7 MB, identical files). The
+Linux 6.18 here, a library file written in large pieces sits in large page-cache folios that get
+mapped whole, so the same ``cv2.abi3.so`` measured 26.5 MB resident in one fresh venv and 8.3 MB
+in another (``edge-agent bench`` on vtest.avi: peak RSS 174.9 MB against 125.7 MB, identical
+files; a copy written with one ``write()`` per file reproduces it, pip's 64 KiB pieces do not). The
 anonymous part (heap, frames, interpreter arenas, thread stacks) is the process's own and does
 not move with that: it is the figure to hold a memory goal against.
 """
