@@ -312,6 +312,7 @@ def run_agent(options: Options, config: AgentConfig, broker: LocalBroker, bench_
                 "frames": runtime.pipeline.frames_processed,
                 "dropped_frames": runtime.slot.dropped,
                 "cpu_percent": round(100 * threads_cpu / wall, 1),
+                "cpu_ms_per_frame": round(1000 * threads_cpu / max(runtime.pipeline.frames_processed, 1), 3),
                 "delegate": agent.models[name].delegate,
                 "events": runtime.pipeline.reporter.events_started,
             }
@@ -453,6 +454,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("per camera:")
     for name, cam in report["per_camera"].items():
         lines.append(f"  {name}: {cam['frames']} frames, {cam['dropped_frames']} dropped, "
-                     f"cpu {cam['cpu_percent']} % (its capture, reader, pipeline and report threads), "
+                     f"cpu {cam['cpu_percent']} % (its capture, reader, pipeline and report threads; "
+                     f"{cam['cpu_ms_per_frame']} ms a frame), "
                      f"on {cam['delegate']}, {cam['events']} event(s)")
     return "\n".join(lines)
