@@ -536,11 +536,45 @@ def read_config_data(path: Path) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(str(path), [f"{place}invalid YAML: {problem}"]) from None
+        raise ConfigError(str(path), [yaml_problem(error)]) from None
     return {} if data is None else data
+
+
+#: PyYAML's contexts of a construct left open, which it reports only where it gives up (often the
+#: next key's line), in words that say what is wrong where the construct starts.
+_UNFINISHED = {
+    "while parsing a flow sequence": "a flow sequence ('[') started here is not closed",
+    "while parsing a flow mapping": "a flow mapping ('{') started here is not closed",
+    "while scanning a quoted scalar": "a quoted string started here is not closed",
+    "while scanning a simple key": "a key started here has no ':' after it",
+}
+#: PyYAML's names of what it found, in words (``'?'`` is its token for the start of a key).
+_FOUND = {
+    "but got ": "but found ",
+    "but found '?'": "but found a key",
+    "but found '<stream end>'": "but found the end of the file",
+    "found unexpected end of stream": "found the end of the file",
+}
+
+
+def _place(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: invalid YAML: ...`` where the parser gave up; for a bracket, quote or
+    key left unfinished, where it started, and then where the parser gave up."""
+    problem = getattr(error, "problem", None) or str(error)
+    for token, words in _FOUND.items():
+        problem = problem.replace(token, words)
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    unfinished = _UNFINISHED.get(getattr(error, "context", None) or "")
+    start = getattr(error, "context_mark", None)
+    if unfinished and start is not None:
+        return f"{_place(start)}: invalid YAML: {unfinished}: at {_place(mark)} {problem}"
+    return f"{_place(mark)}: invalid YAML: {problem}"
 
 
 def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:

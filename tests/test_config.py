@@ -197,6 +197,45 @@ def test_broken_yaml_names_line_and_column(tmp_path: Path) -> None:
     assert problem.startswith("line ") and "invalid YAML" in problem
 
 
+def yaml_problem(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    return problem
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cameras:\n  - name: a\n    calibration:\n      grid: [4, 6\n      # cells' spread\n      std_floor: 2.0\n",
+     ("line 4, column 13: invalid YAML: a flow sequence ('[') started here is not closed: "
+      "at line 6, column 7 expected ',' or ']', but found a key")),
+    ("mqtt: {host: a, port: 3\nhealth: {stall_s: 40}\n",
+     ("line 1, column 7: invalid YAML: a flow mapping ('{') started here is not closed: "
+      "at line 2, column 7 expected ',' or '}', but found ':'")),
+    ("mqtt:\n  host: 'broker\n  port: 3\n",
+     ("line 2, column 9: invalid YAML: a quoted string started here is not closed: "
+      "at line 4, column 1 found the end of the file")),
+    ("cameras:\n  - name: a\n    source synthetic\n    fps: 3\n",
+     ("line 3, column 5: invalid YAML: a key started here has no ':' after it: "
+      "at line 4, column 5 could not find expected ':'")),
+], ids=["flow-sequence", "flow-mapping", "quoted-string", "key-without-colon"])
+def test_an_unfinished_bracket_quote_or_key_names_where_it_started_and_where_parsing_stopped(
+    tmp_path: Path, text: str, expected: str,
+) -> None:
+    assert yaml_problem(tmp_path, text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cameras:\n- name: a\n  source: synthetic\n   fps: 3\n",
+     "line 4, column 7: invalid YAML: mapping values are not allowed here"),
+    ("mqtt:\n  host: a\n\tport: 3\n",
+     "line 3, column 1: invalid YAML: found character '\\t' that cannot start any token"),
+], ids=["indentation", "tab"])
+def test_an_indentation_mistake_is_named_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    assert yaml_problem(tmp_path, text) == expected
+
+
 def refused(tmp_path: Path, text: str) -> str:
     """What ``check-config`` says of a config file with ``text``, which it must refuse."""
     path = tmp_path / "c.yaml"
