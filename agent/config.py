@@ -3,6 +3,13 @@
 One pydantic model with ``extra="forbid"`` everywhere, so a typo is an error and not a silently
 ignored key. ``load_config`` turns every failure (missing file, broken YAML, schema errors) into a
 :class:`ConfigError` whose lines name the key path, e.g. ``cameras[0].fps: must be > 0``.
+
+A rule between keys of one section is a field validator of the later key, reading the earlier one
+from ``info.data``: it is reported under that key's path, and it runs even when another key of the
+section is wrong (a model validator would not run then). The rules across sections and cameras
+(``health.stall_s``, unique camera names) are a model validator of :class:`AgentConfig`, judged
+again by ``parse_config`` on the keys that are valid on their own when another key anywhere is
+wrong, so that every problem is reported at once, each under its key path.
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from agent.errors import ConfigError
 
@@ -47,14 +57,15 @@ class TlsConfig(Strict):
     ca_file: Path | None = None
     #: Client certificate and its key, for brokers with ``require_certificate true``.
     cert_file: Path | None = None
-    key_file: Path | None = None
+    key_file: Path | None = Field(None, validate_default=True)
     insecure_skip_verify: bool = False
 
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
+    @field_validator("key_file")
+    @classmethod
+    def _cert_and_key_together(cls, key_file: Path | None, info: ValidationInfo) -> Path | None:
+        if "cert_file" in info.data and (info.data["cert_file"] is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
-        return self
+        return key_file
 
 
 class MqttConfig(Strict):
@@ -106,17 +117,18 @@ class ModelConfig(Strict):
     #: ``external`` (``delegate_library`` names it). An accelerator that fails falls back to the CPU.
     delegate: Literal["auto", "cpu", "edgetpu", "gpu", "external"] = "auto"
     #: The delegate's shared library: required for ``external``; overrides the usual name otherwise.
-    delegate_library: str | None = None
+    delegate_library: str | None = Field(None, validate_default=True)
     #: Options handed to the delegate library (string keys and values, e.g. ``device: usb``).
     delegate_options: dict[str, str] = Field(default_factory=dict)
     #: How often a camera that fell back to the CPU tries its accelerator again.
     reprobe_interval_s: PositiveFloat = 60.0
 
-    @model_validator(mode="after")
-    def _external_needs_library(self) -> ModelConfig:
-        if self.delegate == "external" and not self.delegate_library:
-            raise ValueError("delegate 'external' needs delegate_library (the delegate's .so)")
-        return self
+    @field_validator("delegate_library")
+    @classmethod
+    def _external_needs_library(cls, library: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("delegate") == "external" and not library:
+            raise ValueError("is required for delegate 'external' (the delegate's .so)")
+        return library
 
 
 class SyntheticAnomaly(Strict):
@@ -138,7 +150,7 @@ class DetectorConfig(Strict):
     """Turns the per-frame anomaly score (a z-score) into events."""
 
     on_threshold: float = 6.0
-    off_threshold: float = 4.0
+    off_threshold: float = Field(4.0, validate_default=True)
     #: Weight of the newest frame in the causal exponential moving average (1 = no smoothing).
     smoothing: float = Field(0.5, gt=0, le=1)
     min_duration_s: float = Field(0.3, ge=0)
@@ -146,14 +158,13 @@ class DetectorConfig(Strict):
     update_interval_s: PositiveFloat = 2.0
     max_event_s: PositiveFloat = 600.0
 
-    @model_validator(mode="after")
-    def _off_below_on(self) -> DetectorConfig:
-        if self.off_threshold > self.on_threshold:
-            raise ValueError(
-                f"off_threshold ({self.off_threshold}) must not exceed on_threshold "
-                f"({self.on_threshold})"
-            )
-        return self
+    @field_validator("off_threshold")
+    @classmethod
+    def _off_below_on(cls, off: float, info: ValidationInfo) -> float:
+        on = info.data.get("on_threshold")
+        if on is not None and off > on:
+            raise ValueError(f"must not exceed on_threshold ({_number(on)}), got {_number(off)}")
+        return off
 
 
 class CalibrationConfig(Strict):
@@ -238,7 +249,7 @@ class ClipsConfig(Strict):
     #: Seconds recorded after the event's end.
     post_roll_s: float = Field(5.0, ge=0, le=300)
     #: A clip (pre-roll included) ends here even if its event goes on; the rest is not recorded.
-    max_length_s: PositiveFloat = 60.0
+    max_length_s: PositiveFloat = Field(60.0, validate_default=True)
     fps: float = Field(10.0, gt=0, le=60)
     #: Frame width of clips (height follows); smaller frames are not enlarged.
     width: int = Field(640, ge=64, le=3840)
@@ -255,12 +266,13 @@ class ClipsConfig(Strict):
     payload: Literal["path", "chunked"] = "path"
     chunk_bytes: int = Field(262_144, ge=1024, le=16 * 2**20)
 
-    @model_validator(mode="after")
-    def _longer_than_pre_roll(self) -> ClipsConfig:
-        if self.max_length_s <= self.pre_roll_s:
-            raise ValueError(f"max_length_s ({_number(self.max_length_s)}) must exceed pre_roll_s "
-                             f"({_number(self.pre_roll_s)})")
-        return self
+    @field_validator("max_length_s")
+    @classmethod
+    def _longer_than_pre_roll(cls, max_length_s: float, info: ValidationInfo) -> float:
+        pre_roll_s = info.data.get("pre_roll_s")
+        if pre_roll_s is not None and max_length_s <= pre_roll_s:
+            raise ValueError(f"must exceed pre_roll_s ({_number(pre_roll_s)}), got {_number(max_length_s)}")
+        return max_length_s
 
 
 class GatingConfig(Strict):
@@ -347,24 +359,72 @@ class AgentConfig(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _watchdog_after_reopen(self) -> AgentConfig:
-        # A stalled live stream is first the capture's to reopen; the watchdog restarting the whole
-        # process is the last resort, so it must wait longer.
-        slowest = max((camera.stall_timeout_s for camera in self.cameras), default=0.0)
-        if self.health.stall_s <= slowest:
-            raise ValueError(f"health.stall_s ({_number(self.health.stall_s)}) must exceed every camera's "
-                             f"stall_timeout_s (largest: {_number(slowest)})")
+    def _rules_across_sections(self) -> AgentConfig:
+        found = [
+            *watchdog_problems(self.health.stall_s, [camera.stall_timeout_s for camera in self.cameras]),
+            *duplicate_name_problems([camera.name for camera in self.cameras]),
+        ]
+        if found:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type="value_error", loc=loc, input=self, ctx={"error": message})
+                for loc, message in found
+            ])
         return self
 
-    @field_validator("cameras")
-    @classmethod
-    def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        seen: set[str] = set()
-        for camera in cameras:
-            if camera.name in seen:
-                raise ValueError(f"camera name {camera.name!r} is used twice")
-            seen.add(camera.name)
-        return cameras
+
+#: A problem found by a rule across sections: the key path of the key that breaks it, and what is wrong.
+Problem = tuple[tuple[int | str, ...], str]
+
+
+def watchdog_problems(stall_s: float | None, stall_timeouts: list[float]) -> list[Problem]:
+    """A stalled live stream is first the capture's to reopen; the watchdog restarting the whole
+    process is the last resort, so ``health.stall_s`` must wait longer than every camera's
+    ``stall_timeout_s``. ``None``: not known (the key is wrong, and reported as such)."""
+    slowest = max(stall_timeouts, default=0.0)
+    if stall_s is None or stall_s > slowest:
+        return []
+    return [(("health", "stall_s"),
+             f"must exceed every camera's stall_timeout_s (largest: {_number(slowest)}), got {_number(stall_s)}")]
+
+
+def duplicate_name_problems(names: list[str | None]) -> list[Problem]:
+    """Each camera's name is its own: it names the camera's topics and state. ``None``: not known."""
+    first: dict[str, int] = {}
+    found: list[Problem] = []
+    for index, name in enumerate(names):
+        if name is not None and name in first:
+            found.append((("cameras", index, "name"), f"{name!r} is the name of cameras[{first[name]}] too"))
+        elif name is not None:
+            first[name] = index
+    return found
+
+
+def _valid_value(model: type[BaseModel], section: Any, key: str) -> Any:
+    """``section[key]`` as ``model`` validates it, its default if absent; ``None`` if it is not
+    valid, or required and absent."""
+    if not isinstance(section, dict):
+        return None
+    field = model.model_fields[key]
+    if key not in section:
+        return None if field.is_required() else field.get_default(call_default_factory=True)
+    try:
+        return TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(section[key])
+    except ValidationError:
+        return None
+
+
+def problems_across_sections(data: dict[str, Any]) -> list[str]:
+    """The rules across sections, judged on the raw ``data``'s keys that are valid on their own:
+    :class:`AgentConfig`'s own check does not run when any other key is wrong."""
+    cameras = data.get("cameras")
+    cameras = cameras if isinstance(cameras, list) else []
+    timeouts = [_valid_value(CameraConfig, camera, "stall_timeout_s") for camera in cameras]
+    found = [
+        *watchdog_problems(_valid_value(HealthConfig, data.get("health", {}), "stall_s"),
+                           [timeout for timeout in timeouts if timeout is not None]),
+        *duplicate_name_problems([_valid_value(CameraConfig, camera, "name") for camera in cameras]),
+    ]
+    return [f"{format_loc(loc)}: {message}" for loc, message in found]
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -450,7 +510,10 @@ def parse_config(
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(where, format_errors(error)) from None
+        found = format_errors(error)
+        # Already there if the other keys were valid, when AgentConfig's own check ran.
+        found += [line for line in problems_across_sections(data) if line not in found]
+        raise ConfigError(where, found) from None
     if base_dir is not None:
         _resolve_paths(config, base_dir)
     _read_password_file(config, where)
@@ -473,11 +536,45 @@ def read_config_data(path: Path) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(str(path), [f"{place}invalid YAML: {problem}"]) from None
+        raise ConfigError(str(path), [yaml_problem(error)]) from None
     return {} if data is None else data
+
+
+#: PyYAML's contexts of a construct left open, which it reports only where it gives up (often the
+#: next key's line), in words that say what is wrong where the construct starts.
+_UNFINISHED = {
+    "while parsing a flow sequence": "a flow sequence ('[') started here is not closed",
+    "while parsing a flow mapping": "a flow mapping ('{') started here is not closed",
+    "while scanning a quoted scalar": "a quoted string started here is not closed",
+    "while scanning a simple key": "a key started here has no ':' after it",
+}
+#: PyYAML's names of what it found, in words (``'?'`` is its token for the start of a key).
+_FOUND = {
+    "but got ": "but found ",
+    "but found '?'": "but found a key",
+    "but found '<stream end>'": "but found the end of the file",
+    "found unexpected end of stream": "found the end of the file",
+}
+
+
+def _place(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: invalid YAML: ...`` where the parser gave up; for a bracket, quote or
+    key left unfinished, where it started, and then where the parser gave up."""
+    problem = getattr(error, "problem", None) or str(error)
+    for token, words in _FOUND.items():
+        problem = problem.replace(token, words)
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    unfinished = _UNFINISHED.get(getattr(error, "context", None) or "")
+    start = getattr(error, "context_mark", None)
+    if unfinished and start is not None:
+        return f"{_place(start)}: invalid YAML: {unfinished}: at {_place(mark)} {problem}"
+    return f"{_place(mark)}: invalid YAML: {problem}"
 
 
 def _resolve_paths(config: AgentConfig, base_dir: Path) -> None:

@@ -87,16 +87,73 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [p.split(":")[0] for p in found] == ["device_id", "mqtt.port", "cameras[0].source"]
 
 
-def test_thresholds_must_form_a_hysteresis() -> None:
-    data = {"cameras": [{"name": "a", "source": "synthetic",
-                         "detector": {"on_threshold": 3, "off_threshold": 5}}]}
-    [problem] = problems(data)
-    assert problem.startswith("cameras[0].detector: off_threshold (5.0) must not exceed on_threshold")
+def camera(**settings: object) -> dict[str, object]:
+    return {"name": "a", "source": "synthetic", **settings}
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"cameras": [camera(detector={"on_threshold": 3, "off_threshold": 5})]},
+     "cameras[0].detector.off_threshold: must not exceed on_threshold (3), got 5"),
+    ({"cameras": [camera(detector={"on_threshold": 3})]},
+     "cameras[0].detector.off_threshold: must not exceed on_threshold (3), got 4"),
+    ({"cameras": [camera(clips={"pre_roll_s": 10, "max_length_s": 10})]},
+     "cameras[0].clips.max_length_s: must exceed pre_roll_s (10), got 10"),
+    ({"health": {"stall_s": 10}, "cameras": [camera(stall_timeout_s=15)]},
+     "health.stall_s: must exceed every camera's stall_timeout_s (largest: 15), got 10"),
+    ({"mqtt": {"tls": {"cert_file": "d.crt"}}, **MINIMAL},
+     "mqtt.tls.key_file: cert_file and key_file go together: set both or neither"),
+    ({"mqtt": {"tls": {"key_file": "d.key"}}, **MINIMAL},
+     "mqtt.tls.key_file: cert_file and key_file go together: set both or neither"),
+    ({"model": {"delegate": "external"}, **MINIMAL},
+     "model.delegate_library: is required for delegate 'external' (the delegate's .so)"),
+], ids=["hysteresis", "hysteresis-default-off", "clip-length", "watchdog", "tls-cert", "tls-key", "delegate"])
+def test_a_rule_between_keys_is_reported_under_the_key_that_breaks_it(data: dict[str, object], expected: str) -> None:
+    assert problems(data, environ={}) == [expected]
+
+
+def test_every_broken_rule_is_reported_beside_the_wrong_values() -> None:
+    """The smoothing error does not hide the detector's own rule, nor the rule across sections."""
+    data = {"health": {"stall_s": 10},
+            "cameras": [camera(stall_timeout_s=15, detector={"smoothing": 2, "on_threshold": 6, "off_threshold": 8})]}
+    assert sorted(problems(data)) == [
+        "cameras[0].detector.off_threshold: must not exceed on_threshold (6), got 8",
+        "cameras[0].detector.smoothing: must be <= 1",
+        "health.stall_s: must exceed every camera's stall_timeout_s (largest: 15), got 10",
+    ]
+
+
+def test_rules_broken_in_different_sections_are_all_reported() -> None:
+    data = {"health": {"stall_s": 10}, "model": {"delegate": "external"},
+            "cameras": [camera(stall_timeout_s=15, detector={"on_threshold": 6, "off_threshold": 8}),
+                        camera(name="b", clips={"max_length_s": 1})]}
+    assert sorted(p.split(":")[0] for p in problems(data)) == [
+        "cameras[0].detector.off_threshold", "cameras[1].clips.max_length_s", "health.stall_s",
+        "model.delegate_library",
+    ]
+
+
+def test_a_rule_is_still_checked_when_another_section_has_a_wrong_type() -> None:
+    data = {"health": {"stall_s": "soon"}, "mqtt": {"port": "eighteen"},
+            "cameras": [camera(detector={"on_threshold": 6, "off_threshold": 8}), camera(name="b", source=5)]}
+    assert [p.split(":")[0] for p in problems(data)] == [
+        "mqtt.port", "health.stall_s", "cameras[0].detector.off_threshold", "cameras[1].source",
+    ]
+
+
+def test_a_rule_across_sections_is_not_judged_on_a_value_that_is_itself_wrong() -> None:
+    data = {"health": {"stall_s": 10}, "cameras": [camera(stall_timeout_s=-1, fps=0)]}
+    assert problems(data) == ["cameras[0].fps: must be > 0", "cameras[0].stall_timeout_s: must be > 0"]
 
 
 def test_camera_names_are_unique() -> None:
     data = {"cameras": [{"name": "a", "source": "synthetic"}, {"name": "a", "source": "0"}]}
-    assert problems(data) == ["cameras: camera name 'a' is used twice"]
+    assert problems(data) == ["cameras[1].name: 'a' is the name of cameras[0] too"]
+
+
+def test_a_name_used_twice_is_reported_beside_a_wrong_value_of_another_camera() -> None:
+    data = {"cameras": [camera(fps=0), camera(), camera(name="b"), camera(name="b")]}
+    assert problems(data) == ["cameras[0].fps: must be > 0", "cameras[1].name: 'a' is the name of cameras[0] too",
+                              "cameras[3].name: 'b' is the name of cameras[2] too"]
 
 
 def test_secrets_come_from_the_environment() -> None:
@@ -138,6 +195,45 @@ def test_broken_yaml_names_line_and_column(tmp_path: Path) -> None:
         load_config(path)
     [problem] = caught.value.problems
     assert problem.startswith("line ") and "invalid YAML" in problem
+
+
+def yaml_problem(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    return problem
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cameras:\n  - name: a\n    calibration:\n      grid: [4, 6\n      # cells' spread\n      std_floor: 2.0\n",
+     ("line 4, column 13: invalid YAML: a flow sequence ('[') started here is not closed: "
+      "at line 6, column 7 expected ',' or ']', but found a key")),
+    ("mqtt: {host: a, port: 3\nhealth: {stall_s: 40}\n",
+     ("line 1, column 7: invalid YAML: a flow mapping ('{') started here is not closed: "
+      "at line 2, column 7 expected ',' or '}', but found ':'")),
+    ("mqtt:\n  host: 'broker\n  port: 3\n",
+     ("line 2, column 9: invalid YAML: a quoted string started here is not closed: "
+      "at line 4, column 1 found the end of the file")),
+    ("cameras:\n  - name: a\n    source synthetic\n    fps: 3\n",
+     ("line 3, column 5: invalid YAML: a key started here has no ':' after it: "
+      "at line 4, column 5 could not find expected ':'")),
+], ids=["flow-sequence", "flow-mapping", "quoted-string", "key-without-colon"])
+def test_an_unfinished_bracket_quote_or_key_names_where_it_started_and_where_parsing_stopped(
+    tmp_path: Path, text: str, expected: str,
+) -> None:
+    assert yaml_problem(tmp_path, text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cameras:\n- name: a\n  source: synthetic\n   fps: 3\n",
+     "line 4, column 7: invalid YAML: mapping values are not allowed here"),
+    ("mqtt:\n  host: a\n\tport: 3\n",
+     "line 3, column 1: invalid YAML: found character '\\t' that cannot start any token"),
+], ids=["indentation", "tab"])
+def test_an_indentation_mistake_is_named_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    assert yaml_problem(tmp_path, text) == expected
 
 
 def refused(tmp_path: Path, text: str) -> str:

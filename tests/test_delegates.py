@@ -62,7 +62,7 @@ def external(shim: Path, fail_file: Path, **extra: object) -> ModelConfig:
 
 
 def test_an_external_delegate_needs_its_library() -> None:
-    with pytest.raises(ValueError, match="delegate 'external' needs delegate_library"):
+    with pytest.raises(ValueError, match="is required for delegate 'external'"):
         ModelConfig(delegate="external")
 
 

@@ -240,7 +240,7 @@ def test_watchdog_must_wait_longer_than_a_stalled_stream_takes_to_be_reopened() 
     camera = {"name": "door", "source": "rtsp://127.0.0.1/cam", "stall_timeout_s": 20}
     with pytest.raises(ConfigError) as error:
         parse_config({"health": {"stall_s": 20}, "cameras": [camera]})
-    assert "health.stall_s (20) must exceed every camera's stall_timeout_s (largest: 20)" in str(error.value)
+    assert "health.stall_s: must exceed every camera's stall_timeout_s (largest: 20), got 20" in str(error.value)
     assert parse_config({"health": {"stall_s": 21}, "cameras": [camera]}).health.stall_s == 21
 
 

@@ -213,7 +213,7 @@ def test_tls_settings_are_checked_when_the_config_is_loaded(tmp_path: Path) -> N
     path.write_text("cameras: [{name: a, source: synthetic}]\nmqtt: {tls: {cert_file: d.crt}}\n")
     with pytest.raises(ConfigError) as error:
         load_config(path)
-    assert "mqtt.tls: cert_file and key_file go together" in str(error.value)
+    assert "mqtt.tls.key_file: cert_file and key_file go together" in str(error.value)
     path.write_text("cameras: [{name: a, source: synthetic}]\nmqtt: {password: hunter2, tls: {ca_file: ca.crt}}\n")
     config = load_config(path)
     assert config.mqtt.tls is not None and config.mqtt.tls.ca_file == tmp_path / "ca.crt"
