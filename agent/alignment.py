@@ -71,8 +71,7 @@ class PreviousFrameAligner:
         self.enabled = bool(layout) and layout.get("encoding") == "2x-1"
         self._offset = int(layout["offset"]) if self.enabled else 0
         self._quant = model.state_in_quant
-        self._levels = self._quant.dequantize(np.arange(256, dtype=np.uint8).view(self._quant.dtype)) \
-            if np.dtype(self._quant.dtype).itemsize == 1 else None
+        self._quantized = np.dtype(self._quant.dtype).itemsize == 1
         self._size = input_size
         self._pixel_scale = pixel_scale
         self._rng = np.random.default_rng(0)
@@ -98,12 +97,12 @@ class PreviousFrameAligner:
             self.shake_matched += 1
         elif gain is None:
             return
-        else:  # the exposure only: the remembered frame itself, brighter or darker
-            as_float = self._levels[stored.view(np.uint8)] if self._levels is not None else stored
-            previous = (as_float + 1.0) * np.float32(0.5 * gain)
+        # else the exposure only: ``previous`` is the previous frame at full precision, brighter or
+        # darker. (Scaling the int8 frame in the state instead rounded it twice, and on a ramp of
+        # 2 % a frame, brightening, that alone scored up to 12.)
         self.exposure_matched += gain is not None
         encoded = previous.reshape(-1) * 2.0 - 1.0
-        if self._levels is None:  # a float state
+        if not self._quantized:  # a float state
             np.clip(encoded, -1.0, 1.0, out=stored)
             return
         encoded += self._rng.uniform(-0.5, 0.5, encoded.shape).astype(np.float32) * self._quant.scale

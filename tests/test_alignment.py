@@ -70,15 +70,16 @@ def test_an_exposure_step_of_10_percent_stays_below_the_alarm_threshold(scene: l
 
 
 @pytest.mark.parametrize("gain_per_frame", [1.02, 0.98])
-def test_a_fast_exposure_ramp_scores_a_small_fraction_of_what_it_would(
+def test_a_fast_exposure_ramp_stays_below_the_alarm_threshold(
     scene: list[np.ndarray], gain_per_frame: float,
 ) -> None:
-    """2 % a frame for 10 frames: not always below the threshold (upwards it reached 12), but
-    tens of times lower than without the matching (556 and 639)."""
+    """2 % a frame for 10 frames, matched at every frame from the previous frame at full
+    precision (scaling the int8 frame in the state rounded it twice: upwards that reached 12);
+    without the matching, hundreds (556 and 639)."""
     changed = exposure_change(scene[CALIBRATION:], gain_per_frame, 10)
     score, stream = highest_score_after_calibration(StreamingModel(), scene, changed)
     blind_score, _ = highest_score_after_calibration(blind_model(), scene, changed)
-    assert stream.aligner.exposure_matched >= 10 and score * 20 < blind_score
+    assert stream.aligner.exposure_matched >= 10 and score < THRESHOLD < 50 * THRESHOLD < blind_score
 
 
 def test_sensor_noise_alone_leaves_the_remembered_frame_as_it_is(scene: list[np.ndarray]) -> None:
