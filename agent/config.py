@@ -534,11 +534,35 @@ def read_config_data(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot read: {error}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [yaml_problem(error)]) from None
     return {} if data is None else data
 
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last one
+    silently, so a second ``detector:`` under a camera would drop the first without a word."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    first: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults``: its keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            seen = first.setdefault(key, key_node.start_mark)
+        except TypeError:  # an unhashable key: the base constructor says so
+            continue
+        if seen is not key_node.start_mark:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice in one mapping (first at {_place(seen)})",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 #: PyYAML's contexts of a construct left open, which it reports only where it gives up (often the
 #: next key's line), in words that say what is wrong where the construct starts.
@@ -550,6 +574,13 @@ _UNFINISHED = {
 }
 #: PyYAML's names of what it found, in words (``'?'`` is its token for the start of a key).
 _FOUND = {
+    "expected <block end>, but found '<block mapping start>'":
+        "this key is indented differently from the keys above it (count the spaces before it)",
+    "expected <block end>, but found '<block sequence start>'":
+        "this '- ' item is indented differently from the items above it (count the spaces before it)",
+    "mapping values are not allowed here":
+        "a ':' where no key can start: is this line indented deeper than the key above it, or does a value "
+        "hold ': ' (then quote the value)?",
     "but got ": "but found ",
     "but found '?'": "but found a key",
     "but found '<stream end>'": "but found the end of the file",

@@ -228,12 +228,29 @@ def test_an_unfinished_bracket_quote_or_key_names_where_it_started_and_where_par
 
 @pytest.mark.parametrize("text, expected", [
     ("cameras:\n- name: a\n  source: synthetic\n   fps: 3\n",
-     "line 4, column 7: invalid YAML: mapping values are not allowed here"),
+     "line 4, column 7: invalid YAML: a ':' where no key can start: is this line indented deeper than the key "
+     "above it, or does a value hold ': ' (then quote the value)?"),
+    ("cameras:\n  - name: a\n    source: synthetic\n   fps: 3\n",
+     "line 4, column 4: invalid YAML: this key is indented differently from the keys above it (count the spaces "
+     "before it)"),
     ("mqtt:\n  host: a\n\tport: 3\n",
      "line 3, column 1: invalid YAML: found character '\\t' that cannot start any token"),
-], ids=["indentation", "tab"])
+], ids=["deeper", "shallower", "tab"])
 def test_an_indentation_mistake_is_named_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
     assert yaml_problem(tmp_path, text) == expected
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys; a second ``detector:`` would drop the first."""
+    text = "cameras:\n  - name: a\n    source: synthetic\n    detector: {on_threshold: 8}\n    detector: {}\n"
+    assert yaml_problem(tmp_path, text) == ("line 5, column 5: invalid YAML: the key 'detector' is given twice in "
+                                            "one mapping (first at line 4, column 5)")
+
+
+def test_a_merge_key_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - &cam {name: a, source: synthetic, fps: 5}\n  - <<: *cam\n    name: b\n")
+    assert [(c.name, c.fps) for c in load_config(path).cameras] == [("a", 5), ("b", 5)]
 
 
 def refused(tmp_path: Path, text: str) -> str:
