@@ -226,7 +226,9 @@ def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
         raise ConfigError("request", [f"(payload): {len(payload)} bytes, more than the limit of {limit}"])
     too_deep = ConfigError("request", [f"(payload): nested deeper than {MAX_NESTING} levels"])
     try:
-        body = json.loads(payload)
+        body = json.loads(payload, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        raise ConfigError("request", [f"(payload): the key {error.key!r} is given twice in one object"]) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError("request", [f"(payload): not JSON: {error}"]) from None
     except RecursionError:
@@ -237,6 +239,23 @@ def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
         raise too_deep
     if not isinstance(body, dict):
         raise ConfigError("request", ["(payload): expected a JSON object"])
+    return body
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys differ: ``json`` keeps the last of two equal keys silently, so
+    which of two values a patch meant would be a guess."""
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise _DuplicateKey(key)
+        body[key] = value
     return body
 
 

@@ -62,6 +62,9 @@ def test_requests_are_checked_before_anything_else() -> None:
         parse_request(b"{" + b" " * 2000 + b"}", limit=1024)
     with pytest.raises(ConfigError, match="not JSON"):
         parse_request(b"{nope", limit=1024)
+    with pytest.raises(ConfigError) as caught:  # json would keep the last "fps" silently
+        parse_request(b'{"cameras": {"door": {"fps": 5, "fps": 50}}}', limit=1024)
+    assert caught.value.problems == ["(payload): the key 'fps' is given twice in one object"]
     with pytest.raises(ConfigError) as caught:
         parse_request(b'{"request_id": 5, "expected_version": "2"}', limit=1024)
     assert caught.value.problems == ["request_id: must be a string", "expected_version: must be an integer"]
