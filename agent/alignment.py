@@ -22,6 +22,7 @@ does not say where the previous frame sits in the state (``state_frame``) run wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -52,14 +53,22 @@ class AlignableModel(Protocol):
     state_in_quant: Quant
 
 
-class Frames(Protocol):
-    """What :class:`~agent.preprocess.Preprocessor` keeps of the last two frames."""
+class Frame(Protocol):
+    """A frame as :class:`~agent.preprocess.Preprocessor` keeps it."""
 
     frame: np.ndarray  # at the model's size, grey in [0, 1]
-    previous_frame: np.ndarray
-    current: np.ndarray  # the frame at the map's size
-    grey: np.ndarray | None  # the camera frames they came from
-    previous_grey: np.ndarray | None
+    current: np.ndarray  # at the map's size
+    grey: np.ndarray | None  # the camera frame it came from
+
+
+@dataclass
+class SeenFrame:
+    """The last frame the model ran on, the one its state remembers (with gating, not always the
+    frame before the current one)."""
+
+    frame: np.ndarray
+    current: np.ndarray
+    grey: np.ndarray | None
 
 
 class PreviousFrameAligner:
@@ -79,17 +88,14 @@ class PreviousFrameAligner:
         self.exposure_matched = 0
         self.shake_matched = 0
 
-    def __call__(self, state: np.ndarray, frames: Frames, previous_map: np.ndarray) -> None:
-        """``frames``: the preprocessor's views of the frame about to be run and of the one
-        before; ``previous_map``: the last frame run at the map's size. (With gating, the frame
-        before may be one the model skipped: it differed from the one it saw by less than the
-        gating threshold.)"""
+    def __call__(self, state: np.ndarray, frame: Frame, seen: SeenFrame) -> None:
+        """``frame``: the frame about to be run; ``seen``: the one the state remembers."""
         if not self.enabled:
             return
-        gain = exposure_gain(frames.current, previous_map)
-        previous = frames.previous_frame if gain is None else frames.previous_frame * np.float32(gain)
-        shift = camera_shift(previous, frames.frame)
-        grey, previous_grey = frames.grey, frames.previous_grey
+        gain = exposure_gain(frame.current, seen.current)
+        previous = seen.frame if gain is None else seen.frame * np.float32(gain)
+        shift = camera_shift(previous, frame.frame)
+        grey, previous_grey = frame.grey, seen.grey
         stored = state.reshape(-1)[self._offset:]
         if shift is not None and previous_grey is not None and grey is not None \
                 and previous_grey.shape == grey.shape:

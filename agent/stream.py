@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from agent.alignment import PreviousFrameAligner
+from agent.alignment import PreviousFrameAligner, SeenFrame
 from agent.config import GatingConfig
 from agent.errors import ModelError
 from agent.delegates import DelegatedModel
@@ -51,7 +51,9 @@ class ModelStream:
         self._motion_energy = np.empty(model.map_shape, np.float32)
         self.gating: GatingConfig | None = None
         self.gate(gating)
-        self._seen = np.empty(model.map_shape, np.float32)  # what the model saw last
+        self._seen = np.empty(model.map_shape, np.float32)  # what the model saw last, at the map's size
+        #: The frame the model saw last, kept while gating skips frames.
+        self._kept = SeenFrame(np.empty(model.frame_shape[1:3], np.float32), self._seen, None)
         self._motion = np.empty(model.map_shape, np.float32)
         self._since_invoke = 0
         #: Whether the last call skipped the model (gating); frames skipped since the start.
@@ -77,12 +79,14 @@ class ModelStream:
         self.since_reset += 1
         self.skipped_last = self._static()
         if self.skipped_last:
+            if self._since_invoke == 0:  # the frame before is the one the state remembers: keep it
+                self._keep_seen()
             self._since_invoke += 1
             self.skipped += 1
             self.last_times = (t1 - t0, 0.0)
             return None
         if self.since_reset > 1:  # the state holds a frame the model saw
-            self.aligner(self.state, self.preprocess, self._seen)
+            self.aligner(self.state, self.preprocess, self._seen_frame())
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)
@@ -91,6 +95,25 @@ class ModelStream:
         anomaly_map = cell_means(np.square(motion, out=self._motion_energy), self.grid)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
         return anomaly_map if self.since_reset > self.warmup else None
+
+    def _seen_frame(self) -> SeenFrame:
+        """The frame the state remembers: the one before, unless gating skipped frames since."""
+        if self._since_invoke == 0:
+            return SeenFrame(self.preprocess.previous_frame, self._seen, self.preprocess.previous_grey)
+        return self._kept
+
+    def _keep_seen(self) -> None:
+        """Copy the frame the model saw last before the preprocessor's buffers take skipped ones
+        (aligning a skipped frame's picture by a gain measured against the seen one applied a
+        ramp's step twice)."""
+        kept, grey = self._kept, self.preprocess.previous_grey
+        np.copyto(kept.frame, self.preprocess.previous_frame)
+        if grey is None:
+            kept.grey = None
+        elif kept.grey is None or kept.grey.shape != grey.shape:
+            kept.grey = grey.copy()
+        else:
+            np.copyto(kept.grey, grey)
 
     def gate(self, gating: GatingConfig | None) -> None:
         """Turn gating on (if ``gating`` enables it) or off, from the next frame."""

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import DetectorConfig, SyntheticConfig
+from agent.config import DetectorConfig, GatingConfig, SyntheticConfig
 from agent.inference import StreamingModel
 from agent.scoring import Calibrator, CellScorer
 from agent.sources.synthetic import SyntheticScene
@@ -80,6 +80,26 @@ def test_a_fast_exposure_ramp_stays_below_the_alarm_threshold(
     score, stream = highest_score_after_calibration(StreamingModel(), scene, changed)
     blind_score, _ = highest_score_after_calibration(blind_model(), scene, changed)
     assert stream.aligner.exposure_matched >= 10 and score < THRESHOLD < 50 * THRESHOLD < blind_score
+
+
+@pytest.mark.parametrize("gain_per_frame", [1.02, 0.98])
+def test_with_gating_the_ramp_is_matched_against_the_frame_the_model_saw(
+    scene: list[np.ndarray], gain_per_frame: float,
+) -> None:
+    """Gating skips frames on a still scene, so the frame before is not always the one the state
+    remembers: the brightness is matched from the remembered one (from the skipped one, a ramp's
+    step was applied twice and scored in the hundreds)."""
+    stream = ModelStream(StreamingModel(), (4, 6), gating=GatingConfig(enabled=True))
+    calibrator = Calibrator(CALIBRATION)
+    for anomaly_map in map(stream, scene[:CALIBRATION]):
+        if anomaly_map is not None:
+            calibrator.add(anomaly_map)
+    scorer = CellScorer(calibrator.result(), std_floor=2.0)
+    skipped, matched = stream.skipped, stream.aligner.exposure_matched
+    changed = exposure_change(scene[CALIBRATION:], gain_per_frame, 10)
+    score = max(scorer(anomaly_map)[0] for anomaly_map in map(stream, changed) if anomaly_map is not None)
+    assert stream.skipped > skipped and stream.aligner.exposure_matched > matched
+    assert score < THRESHOLD
 
 
 def test_sensor_noise_alone_leaves_the_remembered_frame_as_it_is(scene: list[np.ndarray]) -> None:
