@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,13 @@ class ConfigStore:
         return from_patch_form(data)
 
     def validate(self, patch: dict[str, Any] | None = None, group: str | None = None) -> AgentConfig:
-        """Parse and validate the effective config; raises :class:`ConfigError` with key paths."""
-        return parse_config(self.effective_data(patch, group), where="config", base_dir=self.base_dir)
+        """Parse and validate the effective config; raises :class:`ConfigError` with key paths,
+        a camera named as patches address it (``cameras.gate.fps``, not ``cameras[1].fps``)."""
+        data = self.effective_data(patch, group)
+        try:
+            return parse_config(data, where="config", base_dir=self.base_dir)
+        except ConfigError as error:
+            raise ConfigError(error.where, [_camera_by_name(problem, data) for problem in error.problems]) from None
 
     def file_revision(self) -> str:
         """A short hash of the config file's data as the agent runs it (not of its bytes: comments
@@ -240,6 +246,19 @@ def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ConfigError("request", ["(payload): expected a JSON object"])
     return body
+
+
+def _camera_by_name(problem: str, data: dict[str, Any]) -> str:
+    """``problem`` with a leading ``cameras[i]`` written ``cameras.NAME``, as a patch names it."""
+    found = re.match(r"cameras\[(\d+)\]", problem)
+    cameras = data.get("cameras")
+    if found is None or not isinstance(cameras, list) or int(found[1]) >= len(cameras):
+        return problem
+    camera = cameras[int(found[1])]
+    name = camera.get("name") if isinstance(camera, dict) else None
+    if not isinstance(name, str) or not re.fullmatch(r"[\w-]+", name):
+        return problem
+    return f"cameras.{name}{problem[found.end():]}"
 
 
 class _DuplicateKey(ValueError):

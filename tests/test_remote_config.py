@@ -241,8 +241,9 @@ def test_bad_requests_are_rejected_with_their_key_paths(
         "expected_version: 7, but the config is at version 1"]
     wrong = op.request("config", {"cameras": {"cam": {"detector": {"on_treshold": 2, "smoothing": 3}}}})
     assert wrong["status"] == "rejected"
-    assert "cameras[0].detector.smoothing: must be <= 1" in wrong["errors"]
-    assert any(e.startswith("cameras[0].detector.on_treshold: unknown key; did you mean 'on_threshold'?")
+    # The camera named as the patch names it, not by its place in the file's list.
+    assert "cameras.cam.detector.smoothing: must be <= 1" in wrong["errors"]
+    assert any(e.startswith("cameras.cam.detector.on_treshold: unknown key; did you mean 'on_threshold'?")
                for e in wrong["errors"])
     frozen = op.request("config", {"mqtt": {"port": 1}})
     assert frozen["errors"] == ["mqtt: cannot be changed over MQTT; edit the config file and restart"]
@@ -250,7 +251,7 @@ def test_bad_requests_are_rejected_with_their_key_paths(
     assert garbage["status"] == "rejected" and "not JSON" in garbage["errors"][0]
     assert op.request("config", [1, 2])["errors"] == ["(payload): expected a JSON object"]
     typed = op.request("config", {"cameras": {"cam": {"fps": "fast"}}})
-    assert typed["errors"] == ["cameras[0].fps: Input should be a valid number, unable to parse string as a number "
+    assert typed["errors"] == ["cameras.cam.fps: Input should be a valid number, unable to parse string as a number "
                                "(got 'fast')"]
     huge = op.request("config", {"log_level": "INFO", "pad": "x" * 70_000})
     assert huge["errors"][0].startswith("(payload): 700") and "more than the limit of 65536" in huge["errors"][0]
@@ -402,7 +403,7 @@ def test_the_operator_cli_gets_sets_and_diffs_a_device_config(
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert json.loads(applied.stdout)["status"] == "applied"
     refused = cli("set", DEVICE, '{"cameras": {"cam": {"fps": -1}}}')
-    assert refused.returncode == 1 and "cameras[0].fps: must be > 0" in refused.stdout
+    assert refused.returncode == 1 and "cameras.cam.fps: must be > 0" in refused.stdout
     local = tmp_path / "mine.yaml"
     local.write_text("cameras:\n- name: cam\n  detector: {cooldown_s: 5}\n")
     assert op.sub.wait_for(lambda: op.config_state()["version"] == 2, 5)
