@@ -260,8 +260,12 @@ def read_maps(
 def _refuse_a_scripted_anomaly(camera: CameraConfig, duration_s: float | None) -> None:
     """Calibration would learn the synthetic scene's scripted anomaly as normal, if it reads that far."""
     anomaly = (camera.synthetic or SyntheticConfig()).anomaly
-    if anomaly is None or (duration_s is not None and duration_s <= anomaly.start_s):
+    if anomaly is None:
         return
+    if duration_s is not None:  # the last frame read (as read_maps counts them) before the anomaly
+        fps = float(camera.fps or 10.0)
+        if (math.ceil(duration_s * fps) - 1) / fps < anomaly.start_s:
+            return
     where = f"cameras.{camera.name}: its" if camera.synthetic is not None else "the default"
     raise UserError(f"{where} synthetic scene has a scripted anomaly from {anomaly.start_s:g} s (synthetic.anomaly), "
                     "which calibration would learn as normal: calibrate a camera (--config) whose scene has "

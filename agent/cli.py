@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--pid", type=int, help="the agent's PID, to check it is the one (systemd: $MAINPID)")
     reload.add_argument("--timeout", type=float,
                         help="seconds to wait for the agent's outcome (default: 2 x the running agent's "
-                             "remote.health_timeout_s + 30)")
+                             "remote.health_timeout_s + 30; the file's value where the agent has not "
+                             "recorded its own)")
     reload.set_defaults(func=cmd_reload)
 
     listen = sub.add_parser(

@@ -9,7 +9,9 @@ from ``info.data``: it is reported under that key's path, and it runs even when 
 section is wrong (a model validator would not run then). The rules across sections and cameras
 (``health.stall_s``, unique camera names) are a model validator of :class:`AgentConfig`, judged
 again by ``parse_config`` on the keys that are valid on their own when another key anywhere is
-wrong, so that every problem is reported at once, each under its key path.
+wrong, so that every problem is reported at once, each under its key path. (With
+``validate_assignment``, assigning the *earlier* key of such a rule is not checked against the
+later one; the agent builds configs by validating data and never assigns those keys.)
 """
 
 from __future__ import annotations
@@ -534,7 +536,7 @@ def read_config_data(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot read: {error}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [yaml_problem(error)]) from None
     return {} if data is None else data

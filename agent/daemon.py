@@ -87,7 +87,8 @@ class CameraRuntime:
 def memory_metrics() -> dict[str, float | None]:
     """``rss_mb`` (resident now) and ``rss_anon_mb``, its anonymous part: the agent's own memory,
     without the shared libraries' file pages, whose residency depends on the page cache
-    (:mod:`agent.memory`). Without /proc: the peak RSS, and no anonymous figure."""
+    (:mod:`agent.memory`). Without /proc or its RssAnon (Linux before 4.5): the peak RSS, and no
+    anonymous figure."""
     now = memory.current()
     if now is None:
         return {"rss_mb": round(memory.peak_rss_mb(), 1), "rss_anon_mb": None}

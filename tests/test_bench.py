@@ -20,10 +20,7 @@ def test_a_short_bench_run_reports_every_figure_as_json() -> None:
     assert report["cameras"] == 1
     camera = report["per_camera"]["cam0"]
     assert camera["frames"] >= 100
-    # Its threads' CPU per frame is the same figure as its share of a core over the run.
     assert camera["cpu_ms_per_frame"] > 0
-    assert abs(camera["cpu_ms_per_frame"] * camera["frames"] / report["wall_s"] / 10 - camera["cpu_percent"]) \
-        <= 0.05 * camera["cpu_percent"] + 0.2
     # Memory: the private part beside the RSS, whose file-backed part the page cache decides.
     assert 0 < report["peak_anon_mb"] <= report["peak_rss_mb"]
     split = report["rss_at_peak_mb"]

@@ -128,6 +128,14 @@ def test_calibrate_refuses_a_synthetic_scene_with_its_scripted_anomaly(tmp_path:
     assert not (tmp_path / "state" / "calibration").exists()
     assert main(["calibrate", "--source", "synthetic", "--out", str(tmp_path / "c.json"), "--duration", "40"]) == 2
     assert "the default synthetic scene has a scripted anomaly from 20 s" in capsys.readouterr().err
+    # The frames read decide, not the seconds asked for: 4.4 s at 12.5 fps is 56 frames (float
+    # rounding), the last of them at 4.4 s, the anomaly's first.
+    edge = tmp_path / "edge.yaml"
+    edge.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "cameras": [
+        {"name": "walkway", "source": "synthetic", "fps": 12.5,
+         "synthetic": {"seed": SEED, "anomaly": {"start_s": 4.4}}}]}))
+    assert main(["calibrate", "--config", str(edge), "--duration", "4.4"]) == 2
+    assert "scripted anomaly from 4.4 s" in capsys.readouterr().err
     # Footage that ends before the anomaly starts is normal footage.
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["calibrate", "--config", str(config), "--duration", "20"]) == 0
