@@ -208,13 +208,16 @@ def cmd_config(args: argparse.Namespace) -> int:
     import json
 
     from agent.operator import OperatorClient, diff, local_patch_form
+    from agent.remote_config import DuplicateKey, unique_keys
 
     setup_logging("WARNING")  # what TLS has to say: verification turned off, a late refusal
     local = local_patch_form(Path(args.file)) if args.action == "diff" else None
     patch = None
     if args.action == "set":
         try:
-            patch = json.loads(args.patch)
+            patch = json.loads(args.patch, object_pairs_hook=unique_keys)
+        except DuplicateKey as error:  # json would keep the last one, and the agent refuses it anyway
+            raise UserError(f"PATCH: the key {error.key!r} is given twice in one object") from None
         except json.JSONDecodeError as error:
             raise UserError(f"PATCH is not JSON: {error}") from None
         if not isinstance(patch, dict):

@@ -549,8 +549,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     first: dict[Any, yaml.Mark] = {}
+    merge: yaml.Mark | None = None
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults``: its keys may be overridden
+            if merge is not None:  # the later would win, the opposite of ``<<: [*a, *b]``
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a second '<<' in one mapping (first at {_place(merge)}): merge several "
+                    "with one, '<<: [*first, *second]'", key_node.start_mark)
+            merge = key_node.start_mark
             continue
         key = loader.construct_object(key_node, deep=deep)
         try:

@@ -232,8 +232,8 @@ def decode_request(payload: bytes, limit: int) -> dict[str, Any]:
         raise ConfigError("request", [f"(payload): {len(payload)} bytes, more than the limit of {limit}"])
     too_deep = ConfigError("request", [f"(payload): nested deeper than {MAX_NESTING} levels"])
     try:
-        body = json.loads(payload, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as error:
+        body = json.loads(payload, object_pairs_hook=unique_keys)
+    except DuplicateKey as error:
         raise ConfigError("request", [f"(payload): the key {error.key!r} is given twice in one object"]) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError("request", [f"(payload): not JSON: {error}"]) from None
@@ -261,19 +261,19 @@ def _camera_by_name(problem: str, data: dict[str, Any]) -> str:
     return f"cameras.{name}{problem[found.end():]}"
 
 
-class _DuplicateKey(ValueError):
+class DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys differ: ``json`` keeps the last of two equal keys silently, so
     which of two values a patch meant would be a guess."""
     body: dict[str, Any] = {}
     for key, value in pairs:
         if key in body:
-            raise _DuplicateKey(key)
+            raise DuplicateKey(key)
         body[key] = value
     return body
 

@@ -247,10 +247,13 @@ def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path: Path) -> 
                                             "one mapping (first at line 4, column 5)")
 
 
-def test_a_merge_key_may_be_overridden(tmp_path: Path) -> None:
+def test_a_merge_key_may_be_overridden_but_not_given_twice(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("cameras:\n  - &cam {name: a, source: synthetic, fps: 5}\n  - <<: *cam\n    name: b\n")
     assert [(c.name, c.fps) for c in load_config(path).cameras] == [("a", 5), ("b", 5)]
+    text = "cameras:\n  - &cam {name: a, source: synthetic}\n  - <<: *cam\n    <<: *cam\n    name: b\n"
+    assert yaml_problem(tmp_path, text) == ("line 4, column 5: invalid YAML: a second '<<' in one mapping (first at "
+                                            "line 3, column 5): merge several with one, '<<: [*first, *second]'")
 
 
 def refused(tmp_path: Path, text: str) -> str:

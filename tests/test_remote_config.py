@@ -78,6 +78,14 @@ def test_requests_are_checked_before_anything_else() -> None:
         parse_request(b'{"a":' * 900 + b"1" + b"}" * 900, limit=20_000)  # parses, but no patch is that deep
 
 
+def test_the_operator_cli_refuses_a_key_given_twice_before_sending_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    """json would keep the last one, so the patch sent (and signed) would not be the one typed."""
+    from agent.cli import main
+
+    assert main(["config", "set", "dev", '{"cameras": {"cam": {"fps": 5, "fps": 50}}}', "--port", "1"]) == 2
+    assert "PATCH: the key 'fps' is given twice in one object" in capsys.readouterr().err
+
+
 def test_the_store_persists_versions_that_only_rise_and_survives_a_torn_file(tmp_path: Path) -> None:
     data = {"state_dir": str(tmp_path), "cameras": [{"name": "a", "source": "synthetic"}]}
     store = ConfigStore(data, tmp_path, None)
