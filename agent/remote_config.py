@@ -305,6 +305,9 @@ def split_request(request: dict[str, Any]) -> tuple[dict[str, Any], str | None, 
     elif isinstance(cameras := patch.get("cameras"), dict):
         problems += [f"cameras.{name}: must be an object (the camera's settings) or null (to remove it)"
                      for name, body in cameras.items() if body is not None and not isinstance(body, dict)]
+        problems += [f"cameras.{name}.name: a camera is named by its key here; to rename it, remove it "
+                     f'({{"{name}": null}}) and add it under the new name'
+                     for name, body in cameras.items() if isinstance(body, dict) and body.get("name", name) != name]
     if problems:
         raise ConfigError("request", problems)
     return patch, request_id, expected

@@ -72,6 +72,10 @@ def test_requests_are_checked_before_anything_else() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_request(b'{"cameras": {"gate": 5, "yard": null, "door": {"fps": 5}}}', limit=1024)
     assert caught.value.problems == ["cameras.gate: must be an object (the camera's settings) or null (to remove it)"]
+    with pytest.raises(ConfigError) as caught:  # the key names the camera; a name inside would rename it
+        parse_request(b'{"cameras": {"door": {"name": "gate", "fps": 5}, "yard": {"name": "yard"}}}', limit=1024)
+    assert caught.value.problems == ['cameras.door.name: a camera is named by its key here; to rename it, remove it '
+                                     '({"door": null}) and add it under the new name']
     with pytest.raises(ConfigError, match="nested deeper than"):
         parse_request(b"[" * 5000 + b"]" * 5000, limit=20_000)  # beyond what the JSON parser's stack takes
     with pytest.raises(ConfigError, match="nested deeper than"):
