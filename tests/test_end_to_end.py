@@ -148,10 +148,17 @@ def test_a_clean_stop_leaves_every_camera_offline_and_a_camera_dropped_from_the_
         "edge/stopping-box/gate/status": b"offline", "edge/stopping-box/yard/status": b"offline"}
 
     # the next run's file has no yard: its retained topics go, rather than show it for ever
-    again = start_agent({"device_id": "stopping-box", "mqtt": {"port": broker.port},
-                         "cameras": [{"name": "gate", **live}]})
-    assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
-    assert again.wait_for_log("camera gate: online", 20), again.log
+    watcher = Subscriber(broker, ["edge/stopping-box/+/status"])
+    try:
+        again = start_agent({"device_id": "stopping-box", "mqtt": {"port": broker.port},
+                             "cameras": [{"name": "gate", **live}]})
+        assert again.wait_for_log("camera yard: not in the config any more", 20), again.log
+        # "online" is logged when the camera's frames flow, which can be before the agent has
+        # connected: wait for what a subscriber sees, yard's status emptied (the last emptied)
+        assert watcher.wait_for(lambda: [m.payload for m in watcher.on("yard/status")][-1:] == [b""], 20), again.log
+        assert watcher.wait_for(lambda: [m.payload for m in watcher.on("gate/status")][-1:] == [b"online"], 20), again.log
+    finally:
+        watcher.close()
     topics = retained(broker, ["edge/stopping-box/+/status", "edge/stopping-box/+/anomaly"], 2)
     assert sorted(topics) == ["edge/stopping-box/gate/anomaly", "edge/stopping-box/gate/status"]
     assert again.stop() == 0
