@@ -1,15 +1,18 @@
 """Exposure ramps on real footage: how far a camera changing its exposure moves the anomaly score.
 
-    python -m bench.exposure [--data ../shared/data/ucsd-ped2] [--clips 01,05,09,13] [--gain 1.02]
+    python -m bench.exposure [--data ../shared/data/ucsd-ped2] [--clips 01,05,09,13]
+                             [--gains 1.001,1.002,1.005,1.01,1.02] [--tolerance 0.001]
 
 Footage: the first 120 frames of some of Ped2's normal *training* clips (real texture, real
-sensor noise, people walking). Each clip runs three times through the agent's
-:class:`~agent.stream.ModelStream` and the shipped model's per-cell statistics (its sidecar):
-untouched, with the exposure raised by ``--gain`` per frame for 10 frames from frame 60 on and
-then held (8-bit pixels clip as a camera's would), and lowered by the same factor. The figure is
-the highest per-frame score (the largest cell z-score, before the detector's smoothing) from
-frame 55 to the end: the ramp's frames against the same frames untouched. A ramp the alignment
-absorbs leaves it where the untouched run has it.
+sensor noise, people walking). Each clip runs through the agent's
+:class:`~agent.stream.ModelStream` and the shipped model's per-cell statistics (its sidecar)
+untouched, then for each gain with the exposure raised by it per frame for 10 frames from frame
+60 on and then held (8-bit pixels rounded and clipped as a camera's would be), and lowered by
+the same factor. The figure is the highest per-frame score (the largest cell z-score, before the
+detector's smoothing) from frame 55 to the end: the ramp's frames against the same frames
+untouched. A ramp the alignment absorbs leaves it where the untouched run has it.
+``--tolerance`` sets the smallest change of brightness the alignment matches (the agent's is
+:data:`agent.alignment.EXPOSURE_TOLERANCE`), to compare.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.alignment import EXPOSURE_TOLERANCE
 from agent.evaluation.data import frames_of, normal_clips
 from agent.inference import StreamingModel
 from agent.scoring import CellScorer, CellStats
@@ -29,14 +33,35 @@ FRAMES, RAMP_START, RAMP_FRAMES, FROM = 120, 60, 10, 55
 GRID = (4, 6)  # the shipped model's statistics' grid
 
 
+def gains(text: str) -> list[float]:
+    """``--gains``: factors above 1, comma-separated."""
+    try:
+        values = [float(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or any(value <= 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"each gain must be above 1 (each runs brighter and darker): {text!r}")
+    return values
+
+
 def ramped(frame: np.ndarray, index: int, gain: float) -> np.ndarray:
-    """``frame`` (the ``index``-th) as a camera ramping its exposure by ``gain`` a frame shows it."""
+    """``frame`` (the ``index``-th) as a camera ramping its exposure by ``gain`` a frame shows it.
+
+    A camera rounds the light it measured, not a picture already rounded: scaling the 8-bit
+    frame and rounding again gives every pixel of one grey level the same rounding error, which
+    over a frame shifts its brightness by up to 0.2 % of the gain (measured). So each pixel is
+    first given back its lost fraction, a uniform draw in [-0.5, 0.5), seeded by the frame."""
     steps = min(max(index - RAMP_START + 1, 0), RAMP_FRAMES)
-    return np.clip(frame.astype(np.float32) * gain ** steps, 0, 255).astype(np.uint8)
+    if steps == 0:
+        return frame
+    light = frame + np.random.default_rng(index).uniform(-0.5, 0.5, frame.shape).astype(np.float32)
+    return np.clip(np.rint(light * gain ** steps), 0, 255).astype(np.uint8)
 
 
-def highest_score(model: StreamingModel, scorer: CellScorer, frames: list[np.ndarray], gain: float) -> float:
+def highest_score(model: StreamingModel, scorer: CellScorer, frames: list[np.ndarray], gain: float,
+                  tolerance: float = EXPOSURE_TOLERANCE) -> float:
     stream, top = ModelStream(model, GRID), 0.0
+    stream.aligner.exposure_tolerance = tolerance
     for index, frame in enumerate(frames):
         anomaly_map = stream(ramped(frame, index, gain))
         if anomaly_map is not None and index >= FROM:
@@ -49,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(SHARED_DATA / "ucsd-ped2"), metavar="DIR",
                         help="a folder in the UCSD Ped2 layout (default: ../shared/data/ucsd-ped2)")
     parser.add_argument("--clips", default="01,05,09,13", help="training clips to use (default: 01,05,09,13)")
-    parser.add_argument("--gain", type=float, default=1.02, help="exposure change per frame (default: 1.02)")
+    parser.add_argument("--gains", type=gains, default=gains("1.001,1.002,1.005,1.01,1.02"),
+                        help="exposure changes per frame, comma-separated (default: 1.001,1.002,1.005,1.01,1.02)")
+    parser.add_argument("--tolerance", type=float, default=EXPOSURE_TOLERANCE,
+                        help=f"smallest change of brightness matched (default: the agent's, {EXPOSURE_TOLERANCE})")
     args = parser.parse_args(argv)
     folder = require(Path(args.data) / "training" / "frames", "--data DIR", parser.prog)
     model = StreamingModel()
@@ -57,14 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     stats = CellStats(np.array(calibration["cell_mean"]), np.array(calibration["cell_std"]), calibration["n_frames"])
     scorer = CellScorer(stats, 2.0)
     wanted = set(args.clips.split(","))
-    print(f"highest per-frame score from frame {FROM} (threshold 6 applies after smoothing)")
-    print(f"{'clip':6} {'untouched':>10} {'brighter':>10} {'darker':>10}")
+    print(f"highest per-frame score from frame {FROM} (threshold 6 applies after smoothing); "
+          f"brightness matched from {args.tolerance:.2%} a frame")
+    ramps = [(f"{sign}{abs(gain - 1):.1%}", factor) for gain in args.gains
+             for sign, factor in (("+", gain), ("-", 1 / gain))]
+    print(f"{'clip':6} {'untouched':>9} " + " ".join(f"{label:>6}" for label, _ in ramps))
     for name, source in normal_clips(folder, 10.0):
         if name not in wanted:
             continue
         frames = [frame for _, frame in zip(range(FRAMES), frames_of(source))]
-        row = [highest_score(model, scorer, frames, gain) for gain in (1.0, args.gain, 1 / args.gain)]
-        print(f"{name:6} " + " ".join(f"{value:10.2f}" for value in row))
+        row = [highest_score(model, scorer, frames, gain, args.tolerance) for gain in (1.0, *(f for _, f in ramps))]
+        print(f"{name:6} {row[0]:9.2f} " + " ".join(f"{value:6.2f}" for value in row[1:]), flush=True)
     return 0
 
 
