@@ -48,11 +48,11 @@ def ramped(frame: np.ndarray, index: int, gain: float) -> np.ndarray:
     """``frame`` (the ``index``-th) as a camera ramping its exposure by ``gain`` a frame shows it.
 
     A camera rounds the light it measured, not a picture already rounded: scaling the 8-bit
-    frame and rounding again gives every pixel of one grey level the same rounding error, which
-    over a frame shifts its brightness by up to 0.2 % of the gain (measured). So each pixel is
-    first given back its lost fraction, a uniform draw in [-0.5, 0.5), seeded by the frame."""
+    frame and rounding again turns a slow ramp into a staircase (x 1.001 rounds back to the same
+    level below 500; a nominal -0.5 % a frame came out -0.12 to -0.75 %). So each pixel is first
+    given back its lost fraction, a uniform draw in [-0.5, 0.5), seeded by the frame."""
     steps = min(max(index - RAMP_START + 1, 0), RAMP_FRAMES)
-    if steps == 0:
+    if steps == 0 or gain == 1.0:
         return frame
     light = frame + np.random.default_rng(index).uniform(-0.5, 0.5, frame.shape).astype(np.float32)
     return np.clip(np.rint(light * gain ** steps), 0, 255).astype(np.uint8)
