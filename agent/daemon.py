@@ -24,16 +24,16 @@ from agent import __version__, memory
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import NAME_PATTERN, AgentConfig, CameraConfig
 from agent.control import RemoteControl
+from agent.delegates import DelegatedModel
 from agent.errors import ModelError, UserError
 from agent.events import EventReporter
-from agent.delegates import DelegatedModel
 from agent.health import STARTING, HealthMonitor
 from agent.homeassistant import HomeAssistant
-from agent.identity import note_identity
 from agent.http_metrics import MetricsServer
-from agent.pipeline import CameraPipeline
+from agent.identity import note_identity
 from agent.messages import Message
 from agent.outbox import Outbox
+from agent.pipeline import CameraPipeline
 from agent.publisher import MqttPublisher
 from agent.reload import ReloadRecord, reload_config_file
 from agent.remote_config import ConfigStore, atomic_write

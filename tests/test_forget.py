@@ -8,11 +8,10 @@ import re
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
