@@ -62,7 +62,7 @@ class RemoteControl(threading.Thread):
                     with self.agent.changes:
                         answer = self.command(message.payload)
                     self._reply(topics.command_result, answer, message)
-            except Exception:  # noqa: BLE001 - one bad request must not stop the control plane
+            except Exception:  # one bad request must not stop the control plane
                 log.exception("remote control: request on %s failed", message.topic)
 
     # -- configuration --------------------------------------------------------------------

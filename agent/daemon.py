@@ -155,7 +155,7 @@ class Agent:
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._frames_mark: dict[str, int] = {}
         # Given the getter, not the dict: remote changes replace self.cameras.
-        cameras = lambda: self.cameras  # noqa: E731
+        cameras = lambda: self.cameras
         self.service = ServiceWatchdog(cameras, self.publisher, HealthMonitor(config.health.stall_s))
         self.homeassistant = HomeAssistant(config, cameras, self.publisher)
         self.http = MetricsServer(self) if config.http.enabled else None
@@ -452,7 +452,7 @@ class Agent:
         status, problems = "failed", ["an unexpected error; the agent's log has it"]
         try:
             status, problems = reload_config_file(self, self.config_file)
-        except Exception:  # noqa: BLE001 - a reload must not take the agent down
+        except Exception:  # a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
             if notify and not self.stop_event.is_set():  # after STOPPING=1 it would say READY again

@@ -283,7 +283,7 @@ class MqttPublisher(threading.Thread):
         elif entry.on_acked is not None:
             try:
                 entry.on_acked()
-            except Exception:  # noqa: BLE001 - the publisher thread must not die of a caller's hook
+            except Exception:  # the publisher thread must not die of a caller's hook
                 log.exception("after the broker acknowledged %s", entry.message.topic)
 
     def _send_queued(self) -> None:
