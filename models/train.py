@@ -101,9 +101,9 @@ def sha256(path: Path) -> str:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+                             cwd=Path(__file__).resolve().parent, timeout=5, check=False)
         return out.stdout.strip() or None if out.returncode == 0 else None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung: the sidecar says None
         return None
 
 
