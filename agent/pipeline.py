@@ -105,7 +105,7 @@ class ReportThread(threading.Thread):
             if self.error is None:
                 try:
                     deliver(self.reporter, report)
-                except Exception as error:  # handed to the pipeline thread
+                except Exception as error:  # noqa: BLE001 - any error is handed to the pipeline thread, which raises it
                     self.error = error
 
 
