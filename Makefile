@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-tflite-runtime test-tools venv mosquitto clean
+.PHONY: demo lint test test-tflite-runtime test-tools venv mosquitto clean
 
 venv: $(VENV)/.installed
 
@@ -35,7 +35,12 @@ test-tools: mosquitto
 demo: venv mosquitto
 	$(BIN)/edge-agent demo --duration 30
 
+# ruff at the version and with the rules pinned in pyproject.toml; `make test` runs it first.
+lint: venv
+	$(BIN)/ruff check .
+
 test: venv test-tools
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-tflite-runtime
 

@@ -373,8 +373,8 @@ def format_memory(report: dict[str, Any]) -> list[str]:
     return [
         line + f" (anonymous {split['anon']:.1f} MB, file-backed {split['file']:.1f} MB at the largest "
         f"sampled rss, {split['rss']:.1f} MB)",
-        f"peak anonymous {report['peak_anon_mb']:9.1f} MB (private memory, highest of "
-        f"{report['memory_samples']} samples; libraries' file pages count in rss only)",
+        (f"peak anonymous {report['peak_anon_mb']:9.1f} MB (private memory, highest of "
+         f"{report['memory_samples']} samples; libraries' file pages count in rss only)"),
     ]
 
 
@@ -437,14 +437,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"throughput     {report['throughput_fps']:9.1f} frames/s in all ({report['frames']} frames, "
         f"{report['wall_s']} s)" + (f"; gating skipped the model on {report['model_skipped']}" if report["gating"] else ""),
         f"decode only    {report['decode_only_fps']:9.1f} frames/s (one camera's source, alone on one core)",
-        f"inference only {report['inference_only_fps']:9.1f} frames/s (preprocess, model, cell means: alone, "
-        "one core)",
+        (f"inference only {report['inference_only_fps']:9.1f} frames/s (preprocess, model, cell means: alone, "
+         "one core)"),
         f"per camera / ceiling  {report['ceiling_ratio'] or 'n/a (paced)'} (ceiling: the slower of the two above)",
-        f"cpu            {report['cpu_percent']:9.1f} % of one core, whole process "
-        f"({os.cpu_count()} cores here)",
+        (f"cpu            {report['cpu_percent']:9.1f} % of one core, whole process "
+         f"({os.cpu_count()} cores here)"),
         *format_memory(report),
-        f"cold start     {report['cold_start_s']:9.3f} s to the first inference "
-        f"(agent construction to it: {report['agent_start_s']} s)",
+        (f"cold start     {report['cold_start_s']:9.3f} s to the first inference "
+         f"(agent construction to it: {report['agent_start_s']} s)"),
         "stage latency, ms        p50       p99",
     ]
     rows = {**report["stages_ms"], "event latency": report["event_latency_ms"]}

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from agent.errors import UserError
 
@@ -59,7 +59,7 @@ class LocalBroker:
         self._dir = Path(tempfile.mkdtemp(prefix="edge-agent-broker-"))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LocalBroker:
+    def start(self) -> Self:
         conf = self._dir / "mosquitto.conf"
         persistence = (
             f"persistence true\npersistence_location {self._dir}/\n" if self.persistence else "persistence false\n"
@@ -95,8 +95,8 @@ class LocalBroker:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> LocalBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()

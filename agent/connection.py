@@ -20,9 +20,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.broker_options import OPTION_NAMES
 from agent.config import MqttConfig
 from agent.errors import SettingNames, UserError
-from agent.tls import ClosedAfterHandshake, late_rejection_hook
+from agent.tls import ClosedAfterHandshake, describe_tls_error, late_rejection_hook
 from agent.tls import configure as configure_tls
-from agent.tls import describe_tls_error
 
 #: CONNACK reasons that mean the user name or password is wrong (MQTT 5, then 3.1.1's return codes).
 _BAD_CREDENTIALS = (0x86, 0x87, 0x04, 0x05)

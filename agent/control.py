@@ -62,7 +62,7 @@ class RemoteControl(threading.Thread):
                     with self.agent.changes:
                         answer = self.command(message.payload)
                     self._reply(topics.command_result, answer, message)
-            except Exception:  # noqa: BLE001 - one bad request must not stop the control plane
+            except Exception:  # one bad request must not stop the control plane
                 log.exception("remote control: request on %s failed", message.topic)
 
     # -- configuration --------------------------------------------------------------------
@@ -105,9 +105,9 @@ class RemoteControl(threading.Thread):
         try:
             self.store.validate()
         except ConfigError as error:
-            return [f"(stored changes): the remote changes up to version {self.store.version} no longer fit the "
-                    f"config file and are set aside ({'; '.join(error.problems)}); a request must also mend them, "
-                    'e.g. remove a camera the file no longer has with {"cameras": {"NAME": null}}']
+            return [(f"(stored changes): the remote changes up to version {self.store.version} no longer fit the "
+                     f"config file and are set aside ({'; '.join(error.problems)}); a request must also mend them, "
+                     'e.g. remove a camera the file no longer has with {"cameras": {"NAME": null}}')]
         return []
 
     def _persist(self, patch: dict[str, Any], group: str | None) -> str | None:

@@ -24,16 +24,16 @@ from agent import __version__, memory
 from agent.capture import CaptureWorker, FrameSlot
 from agent.config import NAME_PATTERN, AgentConfig, CameraConfig
 from agent.control import RemoteControl
+from agent.delegates import DelegatedModel
 from agent.errors import ModelError, UserError
 from agent.events import EventReporter
-from agent.delegates import DelegatedModel
 from agent.health import STARTING, HealthMonitor
 from agent.homeassistant import HomeAssistant
-from agent.identity import note_identity
 from agent.http_metrics import MetricsServer
-from agent.pipeline import CameraPipeline
+from agent.identity import note_identity
 from agent.messages import Message
 from agent.outbox import Outbox
+from agent.pipeline import CameraPipeline
 from agent.publisher import MqttPublisher
 from agent.reload import ReloadRecord, reload_config_file
 from agent.remote_config import ConfigStore, atomic_write
@@ -155,7 +155,7 @@ class Agent:
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._frames_mark: dict[str, int] = {}
         # Given the getter, not the dict: remote changes replace self.cameras.
-        cameras = lambda: self.cameras  # noqa: E731
+        cameras = lambda: self.cameras
         self.service = ServiceWatchdog(cameras, self.publisher, HealthMonitor(config.health.stall_s))
         self.homeassistant = HomeAssistant(config, cameras, self.publisher)
         self.http = MetricsServer(self) if config.http.enabled else None
@@ -452,7 +452,7 @@ class Agent:
         status, problems = "failed", ["an unexpected error; the agent's log has it"]
         try:
             status, problems = reload_config_file(self, self.config_file)
-        except Exception:  # noqa: BLE001 - a reload must not take the agent down
+        except Exception:  # a reload must not take the agent down
             log.exception("config reload failed; the config that was running stays")
         finally:
             if notify and not self.stop_event.is_set():  # after STOPPING=1 it would say READY again

@@ -52,7 +52,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     x = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
     y = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
+    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     index = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))

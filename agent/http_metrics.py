@@ -120,7 +120,7 @@ class MetricsServer:
         registry, agent = self.registry, self.agent
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:  # the http.server API's name
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -142,7 +142,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the API's name
+            def log_message(self, format: str, *args: object) -> None:  # the API's name
                 log.debug("http %s: %s", self.address_string(), format % args)
 
         return Handler

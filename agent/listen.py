@@ -158,7 +158,7 @@ class Listener:
     def _handle_event(self, message: mqtt.MQTTMessage) -> None:
         event = json.loads(message.payload)
         if not isinstance(event, dict):
-            raise ValueError("event is not a JSON object")
+            raise TypeError("event is not a JSON object")
         self.result.events.append(event)
         warning = self.result.seq.see(str(event["device"]), int(event["seq"]), (str(event["id"]), str(event["type"])))
         if self.as_json:

@@ -24,10 +24,10 @@ import numpy as np
 
 from agent.capture import FrameSlot
 from agent.config import CameraConfig
+from agent.delegates import DelegatedModel
 from agent.detector import Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
-from agent.delegates import DelegatedModel
 from agent.inference import StreamingModel
 from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
 from agent.stream import ModelStream
@@ -105,7 +105,7 @@ class ReportThread(threading.Thread):
             if self.error is None:
                 try:
                     deliver(self.reporter, report)
-                except Exception as error:  # handed to the pipeline thread
+                except Exception as error:  # noqa: BLE001 - any error is handed to the pipeline thread, which raises it
                     self.error = error
 
 

@@ -235,7 +235,7 @@ class MqttPublisher(threading.Thread):
         self._socket_open = False
         try:
             self._client.disconnect()
-        except Exception:  # noqa: BLE001 - the socket is already gone; nothing to clean up
+        except Exception:  # noqa: BLE001, S110 - the socket is already gone; nothing to clean up
             pass
         if was_connected or not self._stopping.is_set():
             self._schedule_retry(f"MQTT connection lost ({reason})")
@@ -283,7 +283,7 @@ class MqttPublisher(threading.Thread):
         elif entry.on_acked is not None:
             try:
                 entry.on_acked()
-            except Exception:  # noqa: BLE001 - the publisher thread must not die of a caller's hook
+            except Exception:  # the publisher thread must not die of a caller's hook
                 log.exception("after the broker acknowledged %s", entry.message.topic)
 
     def _send_queued(self) -> None:

@@ -151,7 +151,7 @@ def annotate(
     """A copy of ``image`` with the heat overlay (if ``heat`` is given, see :func:`overlay_heat`),
     a box on ``region`` and a banner naming camera, time, score and event."""
     out = image.copy() if heat is None else overlay_heat(image, heat, hot_from, hidden)
-    height, width = out.shape[:2]
+    width = out.shape[1]
     thickness = max(2, width // 320)
     x, y, w, h = region.as_list()
     cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thickness)

@@ -13,8 +13,8 @@ import numpy as np
 
 from agent.alignment import PreviousFrameAligner, SeenFrame
 from agent.config import GatingConfig
-from agent.errors import ModelError
 from agent.delegates import DelegatedModel
+from agent.errors import ModelError
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
 from agent.scoring import cell_means

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from agent.config import TamperConfig
-from agent.preprocess import Preprocessor
 from agent.inference import Quant
+from agent.preprocess import Preprocessor
 from agent.tamper import TamperDetector
 from bench.paths import SHARED_DATA, require
 

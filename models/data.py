@@ -44,7 +44,7 @@ def _load_image_clip(files: list[Path], height: int, width: int) -> np.ndarray:
 def _load_video(path: Path, height: int, width: int) -> np.ndarray:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise IOError(f"cannot open video {path}")
+        raise OSError(f"cannot open video {path}")
     frames = []
     try:
         while True:
@@ -78,7 +78,7 @@ def load_clips(path: str | os.PathLike, height: int, width: int) -> list[tuple[s
             for v in vids:
                 try:
                     clips.append((v.name, _load_video(v, height, width)))
-                except IOError:
+                except OSError:
                     pass
     clips = [(n, c) for n, c in clips if len(c) > 0]
     if not clips:

@@ -232,9 +232,9 @@ def validation_auc(candidate: Candidate, normal: dict[str, np.ndarray], pasted: 
     """Micro AUC over every clip left out in turn, all kinds together and per kind (with the normal clips)."""
     kinds = list(next(iter(pasted.values())))
     scored: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {kind: [] for kind in ["normal", *kinds]}
-    for name in normal:
+    for name, maps in normal.items():
         scorer = candidate.scorer([m for other, m in normal.items() if other != name])
-        scored["normal"].append((candidate.scores(scorer, normal[name], detector, fps), np.zeros(len(normal[name]), bool)))
+        scored["normal"].append((candidate.scores(scorer, maps, detector, fps), np.zeros(len(maps), bool)))
         for kind in kinds:
             scored[kind].append((candidate.scores(scorer, pasted[name][kind], detector, fps), labels[name][kind]))
 

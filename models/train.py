@@ -101,9 +101,9 @@ def sha256(path: Path) -> str:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+                             cwd=Path(__file__).resolve().parent, timeout=5, check=False)
         return out.stdout.strip() or None if out.returncode == 0 else None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung: the sidecar says None
         return None
 
 
@@ -208,8 +208,8 @@ def train(args: argparse.Namespace, clips: list[np.ndarray], targets: list[dict[
             pbar.set_postfix(loss=f"{ema:.5f}", epoch=f"{step / steps_per_epoch:.1f}", lr=f"{cur_lr:.1e}")
     pbar.close()
     target_power = float(np.mean([np.mean(np.square(t[k][k:])) for t in targets for k in args.skips]))
-    return step_model, dict(steps=step, epochs=step / steps_per_epoch, final_loss=ema,
-                            target_power=target_power, seconds=time.time() - t0, state_dim=D)
+    return step_model, {"steps": step, "epochs": step / steps_per_epoch, "final_loss": ema,
+                        "target_power": target_power, "seconds": time.time() - t0, "state_dim": D}
 
 
 def run_float(step_model, clip: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +319,9 @@ def calibrate(int8_path: Path, float_path: Path, clips: list[np.ndarray], warmup
     for anomaly_map in runs["int8"]:
         calibrator.add(anomaly_map)
     q, f = runs["int8"], runs["float"]
-    agree = dict(map_corr=float(np.corrcoef(q.ravel(), f.ravel())[0, 1]),
-                 map_mean_abs_diff=float(np.abs(q - f).mean()), map_mean=float(f.mean()),
-                 int8_step_ms=step_ms["int8"], float_step_ms=step_ms["float"])
+    agree = {"map_corr": float(np.corrcoef(q.ravel(), f.ravel())[0, 1]),
+             "map_mean_abs_diff": float(np.abs(q - f).mean()), "map_mean": float(f.mean()),
+             "int8_step_ms": step_ms["int8"], "float_step_ms": step_ms["float"]}
     return calibrator.result(), agree
 
 

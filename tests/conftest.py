@@ -254,7 +254,7 @@ class AgentProcess:
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 - the agent writes to it until stop() closes it
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],

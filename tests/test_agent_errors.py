@@ -15,7 +15,7 @@ from tests.conftest import REPO, AgentProcess, Subscriber, wait_until
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+                          cwd=REPO, timeout=60, check=False)
 
 
 def synthetic_camera(name: str = "cam") -> dict[str, Any]:

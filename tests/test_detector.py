@@ -18,8 +18,8 @@ def run(detector: Detector, scores: list[float], fps: float = 10.0, t0: float = 
 
 
 def config(**overrides: float) -> DetectorConfig:
-    base = dict(on_threshold=6, off_threshold=4, smoothing=1.0, min_duration_s=0.0, cooldown_s=0.0,
-                update_interval_s=100.0, max_event_s=600.0)
+    base = {"on_threshold": 6, "off_threshold": 4, "smoothing": 1.0, "min_duration_s": 0.0, "cooldown_s": 0.0,
+            "update_interval_s": 100.0, "max_event_s": 600.0}
     return DetectorConfig(**{**base, **overrides})
 
 

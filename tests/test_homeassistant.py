@@ -103,7 +103,7 @@ def test_agent_announces_entities_and_flips_the_anomaly_state_on_a_real_event(
     for message in sub.on("/config"):
         check_entity(message.topic.replace("/ha-box/", "/yard-box/"), json.loads(
             message.payload.decode().replace("ha-box", "yard-box")))
-    anomaly = lambda: [m.payload for m in sub.on("/lawn/anomaly")]  # noqa: E731
+    anomaly = lambda: [m.payload for m in sub.on("/lawn/anomaly")]
     assert sub.wait_for(lambda: anomaly()[-2:] == [b"ON", b"OFF"], timeout=40), (anomaly(), agent.log)
     assert anomaly()[0] == b"OFF", "the state is known (OFF) from the first connect"
     starts = [e for e in sub.events() if e["type"] == "start"]

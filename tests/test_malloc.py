@@ -42,5 +42,6 @@ def test_glibc_takes_the_settings() -> None:
 
 
 def test_a_freed_frame_goes_back_to_the_system_even_after_larger_ones() -> None:
-    result = subprocess.run([sys.executable, "-c", FRAME_CHECK], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", FRAME_CHECK], capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 0, result.stderr

@@ -20,6 +20,7 @@ import numpy as np
 
 from agent.inference import DEFAULT_MODEL, StreamingModel, file_sha256
 
+
 def reference_path(runtime: str) -> Path:
     return Path(__file__).parent / "data" / f"model_reference_{runtime}.npz"
 

@@ -12,8 +12,8 @@ from agent.config import CameraConfig, MqttConfig, SyntheticConfig
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.pipeline import CameraPipeline
 from agent.outbox import Outbox
+from agent.pipeline import CameraPipeline
 from agent.publisher import MqttPublisher
 from agent.sources.synthetic import SyntheticScene
 from agent.topics import Topics

@@ -26,7 +26,7 @@ def camera(**extra: Any) -> dict[str, Any]:
 
 def reload(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([EDGE_AGENT, "reload", "--config", str(config), *extra],
-                          capture_output=True, text=True, timeout=90)
+                          capture_output=True, text=True, timeout=90, check=False)
 
 
 def started(start_agent: Callable[..., AgentProcess], config: dict[str, Any]) -> AgentProcess:

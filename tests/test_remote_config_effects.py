@@ -140,8 +140,8 @@ def test_kill_9_during_a_stream_of_updates_always_restarts_on_a_valid_acknowledg
     acked = 1
     for round_ in range(5):
         agent = start_agent(config)
-        assert sub.wait_for(lambda: any(json.loads(m.payload)["version"] >= acked
-                                        for m in sub.on("crashy/config/state")), 20), agent.log
+        assert sub.wait_for(lambda acked=acked: any(json.loads(m.payload)["version"] >= acked
+                                                    for m in sub.on("crashy/config/state")), 20), agent.log
         states_before = len(sub.on("crashy/config/state"))
         for n in range(30):  # a burst of updates, not waiting for the answers
             sub.client.publish("edge/crashy/config/set", json.dumps(
@@ -151,7 +151,8 @@ def test_kill_9_during_a_stream_of_updates_always_restarts_on_a_valid_acknowledg
         answers = [json.loads(m.payload) for m in sub.on("crashy/config/result")]
         acked = max([acked] + [a["version"] for a in answers if a["status"] == "applied"])
         restarted = start_agent(config)
-        assert sub.wait_for(lambda: len(sub.on("crashy/config/state")) > states_before, 20), restarted.log
+        assert sub.wait_for(lambda states_before=states_before: len(sub.on("crashy/config/state")) > states_before,
+                            20), restarted.log
         version = json.loads(sub.on("crashy/config/state")[-1].payload)["version"]
         assert version in (acked, acked + 1), (version, acked)
         acked = version

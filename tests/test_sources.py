@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -105,7 +106,7 @@ def test_a_looping_file_restarts_with_a_new_generation(scene_video: Callable[...
     worker.join(5)
     assert {f.generation for f in frames} == {1, 2, 3}
     assert [f.seq for f in frames] == list(range(25))
-    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(frames))
 
 
 def test_a_folder_of_images_plays_in_name_order(tmp_path: Path) -> None:

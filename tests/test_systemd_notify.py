@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import urllib.error
-import urllib.request
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +24,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.broker import LocalBroker, free_port

@@ -12,7 +12,7 @@ from agent.sources.folder import FolderSource
 from agent.sources.opencv import OpenCVSource
 from agent.sources.synthetic import SyntheticScene
 
-__all__ = ["FrameSource", "open_source", "describe_source"]
+__all__ = ["FrameSource", "describe_source", "open_source"]
 
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 _DEVICE = re.compile(r"^(/dev/video\d+|\d+)$")
