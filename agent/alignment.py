@@ -51,6 +51,14 @@ EXPOSURE_AGREEMENT_SHARE = 0.25
 #: exposure (a lamp, a shadow, something large appearing at once): matched as a gain, the rest of
 #: the frame lit up (8-17 on Ped2 clips, threshold 6, with a 0.1 % tolerance).
 EXPOSURE_QUORUM = 2 / 3
+#: The whole picture changed at once, in a way neither a gain nor a shift explains (a camera
+#: switching to or from night mode, lights switching on in a room, a lens covered), when the
+#: median |current - gain x previous| of at least ``PICTURE_CHANGE_QUORUM`` of the blocks is
+#: above ``PICTURE_CHANGE_GREY``. On Ped2's clips, people walking and riding reach 0.36 grey
+#: levels there at most; a night-mode switch, a contrast or gamma change, 8-27. Scored, such a
+#: frame reached 400-2,000 and opened an event (threshold 6).
+PICTURE_CHANGE_GREY = 2 / 255
+PICTURE_CHANGE_QUORUM = 2 / 3
 #: Rows and columns of blocks that each estimate the camera's shift.
 SHAKE_BLOCKS = (4, 6)
 #: A shift (px at the model's input size) below this is left alone.
@@ -106,13 +114,17 @@ class PreviousFrameAligner:
         self.exposure_matched = 0
         self.shake_matched = 0
 
-    def __call__(self, state: np.ndarray, frame: Frame, seen: SeenFrame) -> None:
-        """``frame``: the frame about to be run; ``seen``: the one the state remembers."""
+    def __call__(self, state: np.ndarray, frame: Frame, seen: SeenFrame) -> bool:
+        """``frame``: the frame about to be run; ``seen``: the one the state remembers. Whether
+        the whole picture changed in a way that cannot be matched (:func:`whole_picture_changed`):
+        the state then remembers nothing the frame can be compared with."""
         if not self.enabled:
-            return
+            return False
         gain = exposure_gain(frame.current, seen.current, self.exposure_tolerance)
         previous = seen.frame if gain is None else seen.frame * np.float32(gain)
         shift = camera_shift(previous, frame.frame)
+        if shift is None and whole_picture_changed(frame.current, seen.current, 1.0 if gain is None else gain):
+            return True
         grey, previous_grey = frame.grey, seen.grey
         stored = state.reshape(-1)[self._offset:]
         if shift is not None and previous_grey is not None and grey is not None \
@@ -120,7 +132,7 @@ class PreviousFrameAligner:
             previous = self._moved_finely(previous_grey, shift, 1.0 if gain is None else gain)
             self.shake_matched += 1
         elif gain is None:
-            return
+            return False
         # else the exposure only: ``previous`` is the previous frame at full precision, brighter or
         # darker. (Scaling the int8 frame in the state instead rounded it twice, and on a ramp of
         # 2 % a frame, brightening, that alone scored up to 12.)
@@ -128,9 +140,10 @@ class PreviousFrameAligner:
         encoded = previous.reshape(-1) * 2.0 - 1.0
         if not self._quantized:  # a float state
             np.clip(encoded, -1.0, 1.0, out=stored)
-            return
+            return False
         encoded += self._rng.uniform(-0.5, 0.5, encoded.shape).astype(np.float32) * self._quant.scale
         stored[:] = self._quant.quantize(np.clip(encoded, -1.0, 1.0))
+        return False
 
     def _moved_finely(self, grey: np.ndarray, shift: tuple[float, float], gain: float) -> np.ndarray:
         """The camera frame ``grey`` at the model's size, moved by ``shift`` (px at that size):
@@ -148,22 +161,38 @@ def exposure_gain(current: np.ndarray, previous: np.ndarray, tolerance: float = 
     lit = (previous > EXPOSURE_DARK) & (current > EXPOSURE_DARK)
     if np.count_nonzero(lit) < lit.size // 4:
         return None
-    ratio = np.divide(current, previous, out=np.full(current.shape, np.nan, np.float32), where=lit)
-    gain = float(np.nanmedian(ratio))
+    gain = float(np.median(current[lit] / previous[lit]))
     if abs(gain - 1.0) < tolerance:
         return None
-    blocks = _block_medians(ratio)
+    blocks = _block_medians(np.divide(current, previous, out=np.full(current.shape, np.nan, np.float32), where=lit))
     agree = np.abs(blocks - gain) <= max(EXPOSURE_AGREEMENT, EXPOSURE_AGREEMENT_SHARE * abs(gain - 1.0))
     return gain if blocks.size and np.count_nonzero(agree) >= EXPOSURE_QUORUM * blocks.size else None
+
+
+def whole_picture_changed(current: np.ndarray, previous: np.ndarray, gain: float) -> bool:
+    """Whether most of the picture changed at once beyond ``gain`` (map-sized frames, grey in
+    [0, 1]; dark pixels count: a light switched on in a dark room changes them most). Each
+    block's median is used, so someone walking through a block does not make it changed."""
+    residual = np.abs(current - previous * np.float32(gain))
+    # A block whose median is above the level has a mean above half of it: most frames stop here.
+    if float(residual.mean()) <= PICTURE_CHANGE_GREY * PICTURE_CHANGE_QUORUM / 2:
+        return False
+    changed = np.median(_blocks(residual), axis=1) > PICTURE_CHANGE_GREY
+    return bool(np.count_nonzero(changed) >= PICTURE_CHANGE_QUORUM * changed.size)
+
+
+def _blocks(values: np.ndarray) -> np.ndarray:
+    """``values`` (a map-sized array) as one row per :data:`EXPOSURE_BLOCKS` block."""
+    rows, cols = EXPOSURE_BLOCKS
+    height, width = values.shape
+    bh, bw = height // rows, width // cols
+    return values[: bh * rows, : bw * cols].reshape(rows, bh, cols, bw).transpose(0, 2, 1, 3).reshape(rows * cols, -1)
 
 
 def _block_medians(ratio: np.ndarray) -> np.ndarray:
     """The median of each :data:`EXPOSURE_BLOCKS` block's lit ratios (``ratio`` is NaN where not
     lit), for the blocks at least half lit."""
-    rows, cols = EXPOSURE_BLOCKS
-    height, width = ratio.shape
-    bh, bw = height // rows, width // cols
-    blocks = ratio[: bh * rows, : bw * cols].reshape(rows, bh, cols, bw).transpose(0, 2, 1, 3).reshape(rows * cols, -1)
+    blocks = _blocks(ratio)
     lit_enough = np.count_nonzero(~np.isnan(blocks), axis=1) * 2 >= blocks.shape[1]
     return np.nanmedian(blocks[lit_enough], axis=1) if lit_enough.any() else np.empty(0, np.float32)
 

@@ -44,6 +44,9 @@ class AgentCollector(Collector):
             "frames": CounterMetricFamily("edge_agent_frames", "Frames through the model", labels=["camera"]),
             "dropped": CounterMetricFamily("edge_agent_dropped_frames", "Stale frames skipped", labels=["camera"]),
             "reconnects": CounterMetricFamily("edge_agent_reconnects", "Source reopens", labels=["camera"]),
+            "picture_changes": CounterMetricFamily(
+                "edge_agent_picture_changes", "Whole-picture changes the model started again on (lights, night mode)",
+                labels=["camera"]),
             "events": CounterMetricFamily("edge_agent_events", "Events started", labels=["camera"]),
             "score": GaugeMetricFamily("edge_agent_score", "Smoothed anomaly score (z)", labels=["camera"]),
         }
@@ -53,6 +56,7 @@ class AgentCollector(Collector):
             cameras["frames"].add_metric([name], pipeline.frames_processed)
             cameras["dropped"].add_metric([name], runtime.slot.dropped)
             cameras["reconnects"].add_metric([name], runtime.capture.reconnects)
+            cameras["picture_changes"].add_metric([name], pipeline.stream.picture_changes)
             cameras["events"].add_metric([name], pipeline.reporter.events_started)
             if pipeline.last_score is not None:
                 cameras["score"].add_metric([name], pipeline.last_score)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -147,6 +148,7 @@ class CameraPipeline(threading.Thread):
         #: reporter with each call; whether the reporter has an event open (from the calls made).
         self._recent: deque[np.ndarray] = deque(maxlen=camera.snapshot.enhance.denoise_frames)
         self._event_open = False
+        self._picture_change_logged = -math.inf
         #: Where reporter calls go: made at once, or queued for the report thread while it runs.
         self._submit: Callable[[Report], None] = partial(deliver, reporter)
 
@@ -259,6 +261,16 @@ class CameraPipeline(threading.Thread):
     def _report(self, call: Callable[[], object]) -> None:
         self._submit((call, tuple(self._recent)))
 
+    def _note_picture_change(self) -> None:
+        """Log that the model started again on a new picture: the first time, then at most once a
+        minute (a flickering light would do it every frame)."""
+        now = time.monotonic()
+        if now - self._picture_change_logged >= 60.0:
+            self._picture_change_logged = now
+            log.info("camera %s: the whole picture changed at once (a light, the camera's night mode?); "
+                     "the model starts again from this frame (%d time(s) since the start)",
+                     self.camera.name, self.stream.picture_changes)
+
     def _close_event(self, frame: Frame, reason: str) -> None:
         if self._event_open:
             self._event_open = False
@@ -271,6 +283,8 @@ class CameraPipeline(threading.Thread):
             self.detector.reset()
             self._recent.clear()  # a reopened source's frames need not line up with the old
         anomaly_map = self.stream(frame.image)
+        if self.stream.restarted_last:
+            self._note_picture_change()
         t2 = time.perf_counter()
         self.times.add("preprocess", self.stream.last_times[0])
         if not self.stream.skipped_last:

@@ -29,7 +29,9 @@ class ModelStream:
     a state made on (nearly) the same picture. Any motion beyond that runs the model at once.
 
     Before each step the frame the model remembers is brought to the new one's brightness and
-    position when the camera's exposure changed or it shook (:mod:`agent.alignment`).
+    position when the camera's exposure changed or it shook (:mod:`agent.alignment`). When the
+    whole picture changed in a way that cannot be matched (a light, a night-mode switch), the
+    model starts again from that frame, as after a reset: warm-up frames follow, unscored.
     """
 
     def __init__(
@@ -59,6 +61,11 @@ class ModelStream:
         #: Whether the last call skipped the model (gating); frames skipped since the start.
         self.skipped_last = False
         self.skipped = 0
+        #: Whether the whole picture changed at the last call, in a way the alignment cannot
+        #: match (a light, a night-mode switch: :func:`agent.alignment.whole_picture_changed`),
+        #: so that the model started again from that frame; how often since the start.
+        self.restarted_last = False
+        self.picture_changes = 0
         self.state = model.zero_state()
         self.aligner = PreviousFrameAligner(model, model.frame_shape[1:3], self.preprocess.pixel_scale)
         self.since_reset = 0
@@ -85,8 +92,12 @@ class ModelStream:
             self.skipped += 1
             self.last_times = (t1 - t0, 0.0)
             return None
-        if self.since_reset > 1:  # the state holds a frame the model saw
-            self.aligner(self.state, self.preprocess, self._seen_frame())
+        # the state holds a frame the model saw: align it, or start again if the picture is new
+        self.restarted_last = self.since_reset > 1 and self.aligner(self.state, self.preprocess, self._seen_frame())
+        if self.restarted_last:  # compared with what it remembers, every cell would be an anomaly
+            self.picture_changes += 1
+            self.state = self.model.zero_state()
+            self.since_reset = 1
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)

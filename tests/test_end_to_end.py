@@ -16,6 +16,7 @@ import numpy as np
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
 from agent.inference import DEFAULT_MODEL
+from agent.sources.synthetic import SyntheticScene
 from tests.conftest import AgentProcess, Subscriber, wait_until
 
 ANOMALY_START, ANOMALY_LENGTH = 20.0, 4.0
@@ -127,6 +128,32 @@ def test_a_normal_video_raises_no_event(
     agent = start_agent(agent_config(broker, str(video), "quiet-box"))
     assert sub.wait_for(lambda: went_online_then_offline(sub), 90), agent.log
     assert "calibrated on 150 frames" in agent.log
+    assert sub.events() == []
+    assert agent.stop() == 0
+
+
+def test_the_camera_switching_to_night_mode_raises_no_event(
+    broker: LocalBroker,
+    tmp_path: Path,
+    subscribe: Callable[[list[str]], Subscriber],
+    start_agent: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    """A recording whose whole picture turns flatter and brighter at once, 5 s after calibration
+    (a camera going to night mode): the model starts again from the new picture, says so, and
+    no event is raised."""
+    scene = SyntheticScene(SyntheticConfig(seed=12, anomaly=None))
+    path = tmp_path / "dusk.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (360, 240))
+    for index in range(300):
+        frame = scene.frame_at(index)
+        writer.write(frame if index < 200 else np.clip(frame * 0.6 + 50, 0, 255).astype(np.uint8))
+    writer.release()
+    sub = subscribe(["edge/dusk-box/#"])
+    agent = start_agent(agent_config(broker, str(path), "dusk-box"))
+    assert sub.wait_for(lambda: went_online_then_offline(sub), 90), agent.log
+    assert "calibrated on 150 frames" in agent.log
+    assert "camera walkway: the whole picture changed at once" in agent.log
+    assert "(1 time(s) since the start)" in agent.log
     assert sub.events() == []
     assert agent.stop() == 0
 

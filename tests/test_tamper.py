@@ -84,3 +84,4 @@ def test_the_agent_publishes_a_covered_lens_on_the_tamper_topic(
     assert start["id"] == end["id"] and start["reason"].startswith("covered")
     assert 23 <= start["pts"] <= 24 and end["end_ts"] is not None
     assert end["seq"] > start["seq"]
+    assert "camera cam: the whole picture changed at once" in agent.log  # covered: the model started again
