@@ -54,8 +54,9 @@ EXPOSURE_QUORUM = 2 / 3
 #: The whole picture changed at once, in a way neither a gain nor a shift explains (a camera
 #: switching to or from night mode, lights switching on in a room, a lens covered), when the
 #: median |current - gain x previous| of at least ``PICTURE_CHANGE_QUORUM`` of the blocks is
-#: above ``PICTURE_CHANGE_GREY``. On Ped2's clips, people walking and riding reach 0.36 grey
-#: levels there at most; a night-mode switch, a contrast or gamma change, 8-27. Scored, such a
+#: above ``PICTURE_CHANGE_GREY`` (2 grey levels of 255, in the [0, 1] grey of the frames). On
+#: Ped2's clips, people walking and riding reach 0.36 levels there at most; a night-mode switch,
+#: a strong contrast or gamma change, 8-27 (moderate ones, 1.4-2.9, fall short). Scored, such a
 #: frame reached 400-2,000 and opened an event (threshold 6).
 PICTURE_CHANGE_GREY = 2 / 255
 PICTURE_CHANGE_QUORUM = 2 / 3
@@ -113,18 +114,22 @@ class PreviousFrameAligner:
         #: Frames before which the remembered frame was brought to a new exposure / position.
         self.exposure_matched = 0
         self.shake_matched = 0
+        #: Whether the last frame checked was a whole-picture change.
+        self.picture_changed = False
 
     def __call__(self, state: np.ndarray, frame: Frame, seen: SeenFrame) -> bool:
         """``frame``: the frame about to be run; ``seen``: the one the state remembers. Whether
         the whole picture changed in a way that cannot be matched (:func:`whole_picture_changed`):
-        the state then remembers nothing the frame can be compared with."""
+        the state is then left as it is, with nothing the frame can be compared with."""
         if not self.enabled:
             return False
         gain = exposure_gain(frame.current, seen.current, self.exposure_tolerance)
         previous = seen.frame if gain is None else seen.frame * np.float32(gain)
         shift = camera_shift(previous, frame.frame)
         if shift is None and whole_picture_changed(frame.current, seen.current, 1.0 if gain is None else gain):
+            self.picture_changed = True
             return True
+        self.picture_changed = False
         grey, previous_grey = frame.grey, seen.grey
         stored = state.reshape(-1)[self._offset:]
         if shift is not None and previous_grey is not None and grey is not None \
@@ -144,6 +149,15 @@ class PreviousFrameAligner:
         encoded += self._rng.uniform(-0.5, 0.5, encoded.shape).astype(np.float32) * self._quant.scale
         stored[:] = self._quant.quantize(np.clip(encoded, -1.0, 1.0))
         return False
+
+    def remember(self, state: np.ndarray, stepped: np.ndarray) -> None:
+        """Make ``state`` remember the frame that ``stepped``, the state a step of the model on
+        it gave, holds: the model's own copy, so that the next step compares with it exactly
+        (the frame quantized here differed from it by a level in many pixels, which scored 13 on
+        a quiet scene). The recurrent part of ``state`` is kept: zeroed as after a reset, it
+        scored a harder picture at 17-25 for the next 20 frames, against 7-14 kept."""
+        if self.enabled:
+            state.reshape(-1)[self._offset:] = stepped.reshape(-1)[self._offset:]
 
     def _moved_finely(self, grey: np.ndarray, shift: tuple[float, float], gain: float) -> np.ndarray:
         """The camera frame ``grey`` at the model's size, moved by ``shift`` (px at that size):
@@ -173,11 +187,11 @@ def whole_picture_changed(current: np.ndarray, previous: np.ndarray, gain: float
     """Whether most of the picture changed at once beyond ``gain`` (map-sized frames, grey in
     [0, 1]; dark pixels count: a light switched on in a dark room changes them most). Each
     block's median is used, so someone walking through a block does not make it changed."""
-    residual = np.abs(current - previous * np.float32(gain))
+    blocks = _blocks(np.abs(current - previous * np.float32(gain)))
     # A block whose median is above the level has a mean above half of it: most frames stop here.
-    if float(residual.mean()) <= PICTURE_CHANGE_GREY * PICTURE_CHANGE_QUORUM / 2:
+    if blocks.size == 0 or float(blocks.mean()) <= PICTURE_CHANGE_GREY * PICTURE_CHANGE_QUORUM / 2:
         return False
-    changed = np.median(_blocks(residual), axis=1) > PICTURE_CHANGE_GREY
+    changed = np.median(blocks, axis=1) > PICTURE_CHANGE_GREY
     return bool(np.count_nonzero(changed) >= PICTURE_CHANGE_QUORUM * changed.size)
 
 
@@ -193,6 +207,8 @@ def _block_medians(ratio: np.ndarray) -> np.ndarray:
     """The median of each :data:`EXPOSURE_BLOCKS` block's lit ratios (``ratio`` is NaN where not
     lit), for the blocks at least half lit."""
     blocks = _blocks(ratio)
+    if blocks.shape[1] == 0:  # a map smaller than the blocks
+        return np.empty(0, np.float32)
     lit_enough = np.count_nonzero(~np.isnan(blocks), axis=1) * 2 >= blocks.shape[1]
     return np.nanmedian(blocks[lit_enough], axis=1) if lit_enough.any() else np.empty(0, np.float32)
 

@@ -262,13 +262,13 @@ class CameraPipeline(threading.Thread):
         self._submit((call, tuple(self._recent)))
 
     def _note_picture_change(self) -> None:
-        """Log that the model started again on a new picture: the first time, then at most once a
-        minute (a flickering light would do it every frame)."""
+        """Log that the model took a new picture as its reference: the first time, then at most
+        once a minute."""
         now = time.monotonic()
         if now - self._picture_change_logged >= 60.0:
             self._picture_change_logged = now
             log.info("camera %s: the whole picture changed at once (a light, the camera's night mode?); "
-                     "the model starts again from this frame (%d time(s) since the start)",
+                     "the model compares the next frames with this one (%d time(s) since the start)",
                      self.camera.name, self.stream.picture_changes)
 
     def _close_event(self, frame: Frame, reason: str) -> None:
@@ -283,7 +283,7 @@ class CameraPipeline(threading.Thread):
             self.detector.reset()
             self._recent.clear()  # a reopened source's frames need not line up with the old
         anomaly_map = self.stream(frame.image)
-        if self.stream.restarted_last:
+        if self.stream.new_picture_last:
             self._note_picture_change()
         t2 = time.perf_counter()
         self.times.add("preprocess", self.stream.last_times[0])

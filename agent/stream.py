@@ -31,7 +31,8 @@ class ModelStream:
     Before each step the frame the model remembers is brought to the new one's brightness and
     position when the camera's exposure changed or it shook (:mod:`agent.alignment`). When the
     whole picture changed in a way that cannot be matched (a light, a night-mode switch), the
-    model starts again from that frame, as after a reset: warm-up frames follow, unscored.
+    model takes the new frame as the one it saw last: the next frames are compared with the new
+    picture, and that frame's own motion is not seen. Only the first of a run of such frames.
     """
 
     def __init__(
@@ -63,8 +64,8 @@ class ModelStream:
         self.skipped = 0
         #: Whether the whole picture changed at the last call, in a way the alignment cannot
         #: match (a light, a night-mode switch: :func:`agent.alignment.whole_picture_changed`),
-        #: so that the model started again from that frame; how often since the start.
-        self.restarted_last = False
+        #: so that the model took that frame as the one it saw last; how often since the start.
+        self.new_picture_last = False
         self.picture_changes = 0
         self.state = model.zero_state()
         self.aligner = PreviousFrameAligner(model, model.frame_shape[1:3], self.preprocess.pixel_scale)
@@ -84,6 +85,7 @@ class ModelStream:
         tensor = self.preprocess(image)
         t1 = time.perf_counter()
         self.since_reset += 1
+        self.new_picture_last = False
         self.skipped_last = self._static()
         if self.skipped_last:
             if self._since_invoke == 0:  # the frame before is the one the state remembers: keep it
@@ -92,12 +94,17 @@ class ModelStream:
             self.skipped += 1
             self.last_times = (t1 - t0, 0.0)
             return None
-        # the state holds a frame the model saw: align it, or start again if the picture is new
-        self.restarted_last = self.since_reset > 1 and self.aligner(self.state, self.preprocess, self._seen_frame())
-        if self.restarted_last:  # compared with what it remembers, every cell would be an anomaly
+        # the state holds a frame the model saw: align it, or take this one instead if the
+        # picture is new (once: a picture that goes on changing, rain, a flickering light, a
+        # running crowd, is scored as it is, else the model would be blind to it)
+        was_changing = self.aligner.picture_changed
+        changed = self.since_reset > 1 and self.aligner(self.state, self.preprocess, self._seen_frame())
+        self.new_picture_last = changed and not was_changing
+        if self.new_picture_last:  # compared with what it remembers, every cell would be an anomaly
             self.picture_changes += 1
-            self.state = self.model.zero_state()
-            self.since_reset = 1
+            kept = self.state.copy()  # the step's state is a buffer the model reuses, maybe this one
+            self.aligner.remember(kept, self.model.step(tensor, self.state)[1])
+            self.state = kept
         self._since_invoke = 0
         np.copyto(self._seen, self.preprocess.current)
         motion, self.state = self.model.step(tensor, self.state)
