@@ -185,8 +185,16 @@ def listening(publisher: mqtt.Client, device: str, *options: str) -> Iterator[su
     it has subscribed: then nothing published after is missed. The status is cleared at the end.
     """
     publisher.publish(f"edge/{device}/status", b"online", qos=1, retain=True).wait_for_publish(5)
-    listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # A shell without job control starts a command put in the background (`pytest ... &` in a
+    # script) with SIGINT ignored, and every child inherits that: listen would then not stop on
+    # the Ctrl-C a test sends. A signal with a handler is reset to its default by
+    # exec, so with one here listen starts as it does in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        listen = subprocess.Popen([sys.executable, "-m", "agent", "listen", *options],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         first = read_line(listen, timeout=30)
         if not (device in first and "status online" in first):
