@@ -114,8 +114,6 @@ class PreviousFrameAligner:
         #: Frames before which the remembered frame was brought to a new exposure / position.
         self.exposure_matched = 0
         self.shake_matched = 0
-        #: Whether the last frame checked was a whole-picture change.
-        self.picture_changed = False
 
     def __call__(self, state: np.ndarray, frame: Frame, seen: SeenFrame) -> bool:
         """``frame``: the frame about to be run; ``seen``: the one the state remembers. Whether
@@ -127,9 +125,7 @@ class PreviousFrameAligner:
         previous = seen.frame if gain is None else seen.frame * np.float32(gain)
         shift = camera_shift(previous, frame.frame)
         if shift is None and whole_picture_changed(frame.current, seen.current, 1.0 if gain is None else gain):
-            self.picture_changed = True
             return True
-        self.picture_changed = False
         grey, previous_grey = frame.grey, seen.grey
         stored = state.reshape(-1)[self._offset:]
         if shift is not None and previous_grey is not None and grey is not None \

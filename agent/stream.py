@@ -8,6 +8,7 @@ evaluation), so that all of them score frames exactly the same way.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 
@@ -18,6 +19,15 @@ from agent.errors import ModelError
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
 from agent.scoring import cell_means
+
+#: A whole-picture change (:func:`agent.alignment.whole_picture_changed`) is taken as a new
+#: picture while fewer than ``NEW_PICTURE_LIMIT`` were seen among the last
+#: ``NEW_PICTURE_WINDOW`` frames checked: a flash, a night-mode switch over a few frames, a light
+#: on and off are each taken; rain, a flickering light or noise near the level are then scored
+#: as they are. (Taken every time, they left the model blind to them and to what moved in them;
+#: taken only as the first of a run, a switch over two frames still opened an event.)
+NEW_PICTURE_LIMIT = 3
+NEW_PICTURE_WINDOW = 30
 
 
 class ModelStream:
@@ -32,7 +42,8 @@ class ModelStream:
     position when the camera's exposure changed or it shook (:mod:`agent.alignment`). When the
     whole picture changed in a way that cannot be matched (a light, a night-mode switch), the
     model takes the new frame as the one it saw last: the next frames are compared with the new
-    picture, and that frame's own motion is not seen. Only the first of a run of such frames.
+    picture, and that frame gives no map (its own motion is not seen). A few times in a while
+    only (``NEW_PICTURE_LIMIT``).
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class ModelStream:
         #: so that the model took that frame as the one it saw last; how often since the start.
         self.new_picture_last = False
         self.picture_changes = 0
+        self._changes: deque[bool] = deque(maxlen=NEW_PICTURE_WINDOW)  # frames checked: a whole-picture change?
         self.state = model.zero_state()
         self.aligner = PreviousFrameAligner(model, model.frame_shape[1:3], self.preprocess.pixel_scale)
         self.since_reset = 0
@@ -77,6 +89,7 @@ class ModelStream:
         self.state = self.model.zero_state()
         self.since_reset = 0
         self._since_invoke = 0
+        self._changes.clear()
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """The frame's anomaly map, or ``None`` while the state warms up after a reset or when
@@ -92,14 +105,14 @@ class ModelStream:
                 self._keep_seen()
             self._since_invoke += 1
             self.skipped += 1
+            self._changes.append(False)  # skipped: nothing changed
             self.last_times = (t1 - t0, 0.0)
             return None
         # the state holds a frame the model saw: align it, or take this one instead if the
-        # picture is new (once: a picture that goes on changing, rain, a flickering light, a
-        # running crowd, is scored as it is, else the model would be blind to it)
-        was_changing = self.aligner.picture_changed
+        # picture is new (a few times: one that goes on changing is scored as it is)
         changed = self.since_reset > 1 and self.aligner(self.state, self.preprocess, self._seen_frame())
-        self.new_picture_last = changed and not was_changing
+        self.new_picture_last = changed and sum(self._changes) < NEW_PICTURE_LIMIT
+        self._changes.append(changed)
         if self.new_picture_last:  # compared with what it remembers, every cell would be an anomaly
             self.picture_changes += 1
             kept = self.state.copy()  # the step's state is a buffer the model reuses, maybe this one
@@ -112,7 +125,8 @@ class ModelStream:
         # walkers); squared back, a cell's mean weighs a fast cyclist as the teacher did.
         anomaly_map = cell_means(np.square(motion, out=self._motion_energy), self.grid)
         self.last_times = (t1 - t0, time.perf_counter() - t1)
-        return anomaly_map if self.since_reset > self.warmup else None
+        # a new picture's own map is neither scored nor calibrated on: its motion was not seen
+        return anomaly_map if self.since_reset > self.warmup and not self.new_picture_last else None
 
     def _seen_frame(self) -> SeenFrame:
         """The frame the state remembers: the one before, unless gating skipped frames since."""
