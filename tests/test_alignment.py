@@ -231,9 +231,9 @@ def test_the_camera_switching_to_night_mode_is_taken_as_a_new_picture_rather_tha
     room): compared with the frame the model remembers, every cell scored in the thousands and
     opened an event. The model takes the new picture as the frame it saw last instead, and then
     still sees the box. A plain gain is the exposure: matched, not a new picture."""
-    stream, scores, starts = changed_then_crossing(lambda _, frame: tone(frame, contrast, offset))
+    stream, _, starts = changed_then_crossing(lambda _, frame: tone(frame, contrast, offset))
     assert stream.picture_changes == (1 if offset else 0)
-    assert max(scores[:20]) < THRESHOLD and starts and min(starts) >= 20
+    assert starts and min(starts) >= 20  # the box's event, and none before it
 
 
 @pytest.mark.parametrize("gating", [False, True], ids=["every frame", "gating"])
