@@ -20,10 +20,17 @@ class Transition(str, Enum):
     END = "end"
 
 
+#: Why an event ended, as its ``end`` message says.
+FELL_BELOW = "score fell below off_threshold"
+LASTED_TOO_LONG = "the event lasted max_event_s"
+
+
 @dataclass
 class Decision:
     smoothed: float
     transition: Transition | None = None
+    #: For an end: :data:`FELL_BELOW` or :data:`LASTED_TOO_LONG`.
+    reason: str | None = None
 
 
 class Detector:
@@ -47,8 +54,10 @@ class Detector:
         self.smoothed = score if self.smoothed is None else alpha * score + (1 - alpha) * self.smoothed
         s = self.smoothed
         if self.active:
-            if s < self.config.off_threshold or t - self._started_at >= self.config.max_event_s:
-                return Decision(s, self.end(t))
+            if s < self.config.off_threshold:
+                return Decision(s, self.end(t), FELL_BELOW)
+            if t - self._started_at >= self.config.max_event_s:
+                return Decision(s, self.end(t), LASTED_TOO_LONG)
             if t - self._last_update >= self.config.update_interval_s:
                 self._last_update = t
                 return Decision(s, Transition.UPDATE)

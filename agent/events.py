@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.clips import Clip, ClipRecorder
 from agent.config import CameraConfig
-from agent.detector import Transition
+from agent.detector import FELL_BELOW, Transition
 from agent.frames import Frame
 from agent.inference import ModelInfo
 from agent.messages import Message
@@ -84,10 +84,10 @@ class EventReporter:
 
     def observe(
         self, frame: Frame, score: float, region: Region, transition: Transition | None,
-        heat: np.ndarray | None = None,
+        heat: np.ndarray | None = None, end_reason: str = FELL_BELOW,
     ) -> None:
         """Feed every scored frame (``heat``: its anomaly map, per-cell z-scores): keeps the
-        event's best frame and reports transitions."""
+        event's best frame and reports transitions (``end_reason``: the detector's, for an end)."""
         if transition is Transition.START:
             self._start(frame, score, region, heat)
             return
@@ -104,7 +104,7 @@ class EventReporter:
             seq = self._report("update", score, region, frame.ts, frame.pts)
             log.debug("event %s update on %s: score %.1f (seq %d)", event.id[:8], self.camera.name, score, seq)
         elif transition is Transition.END:
-            self.close(frame.ts, frame.pts, score=score, reason="score fell below off_threshold")
+            self.close(frame.ts, frame.pts, score=score, reason=end_reason)
 
     def close(self, ts: float, pts: float, *, reason: str, score: float | None = None) -> None:
         """End the open event, if any (also when the source ends or the agent stops).

@@ -26,7 +26,7 @@ import numpy as np
 from agent.capture import FrameSlot
 from agent.config import CameraConfig
 from agent.delegates import DelegatedModel
-from agent.detector import Detector, Transition
+from agent.detector import FELL_BELOW, Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
@@ -321,7 +321,8 @@ class CameraPipeline(threading.Thread):
         transition = decision.transition
         if transition is not None or self._event_open:  # else the reporter has nothing to do
             heat = self._scorer.z_scores(anomaly_map)
-            self._report(partial(self.reporter.observe, frame, score, region, transition, heat))
+            self._report(partial(self.reporter.observe, frame, score, region, transition, heat,
+                                 decision.reason or FELL_BELOW))
             if transition is Transition.START:
                 self._event_open = True
             elif transition is Transition.END:

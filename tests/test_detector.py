@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.config import DetectorConfig
-from agent.detector import Detector, Transition
+from agent.detector import FELL_BELOW, LASTED_TOO_LONG, Detector, Transition
 
 
 def run(detector: Detector, scores: list[float], fps: float = 10.0, t0: float = 0.0) -> list[tuple[float, str]]:
@@ -61,9 +61,15 @@ def test_no_new_event_during_cooldown() -> None:
     assert transitions == [(0.0, "start"), (0.1, "end"), (1.2, "start"), (1.3, "end")]
 
 
-def test_an_endless_event_is_cut_at_max_event_s() -> None:
+def test_an_endless_event_is_cut_at_max_event_s_and_says_so() -> None:
     transitions = run(Detector(config(max_event_s=1.0)), [9] * 25)
     assert transitions == [(0.0, "start"), (1.0, "end"), (1.1, "start"), (2.1, "end"), (2.2, "start")]
+    detector = Detector(config(max_event_s=1.0))
+    reasons = [detector.update(index / 10, score).reason for index, score in enumerate([9] * 11)]
+    assert [reason for reason in reasons if reason] == [LASTED_TOO_LONG]
+    detector = Detector(config())
+    reasons = [detector.update(index / 10, score).reason for index, score in enumerate([9, 9, 0, 0])]
+    assert [reason for reason in reasons if reason] == [FELL_BELOW]
 
 
 def test_end_can_be_forced_when_the_source_stops() -> None:
