@@ -92,8 +92,9 @@ class ModelStream:
         self._changes.clear()
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        """The frame's anomaly map, or ``None`` while the state warms up after a reset or when
-        gating skipped the model (``skipped_last``)."""
+        """The frame's anomaly map, or ``None`` while the state warms up after a reset, when
+        gating skipped the model (``skipped_last``) or when the frame is a new picture
+        (``new_picture_last``)."""
         t0 = time.perf_counter()
         tensor = self.preprocess(image)
         t1 = time.perf_counter()
