@@ -49,7 +49,8 @@ EXPOSURE_AGREEMENT = 0.002
 EXPOSURE_AGREEMENT_SHARE = 0.25
 #: ... in at least this share of the lit blocks. Otherwise part of the scene changed, not the
 #: exposure (a lamp, a shadow, something large appearing at once): matched as a gain, the rest of
-#: the frame lit up (8-17 on Ped2 clips, threshold 6, with a 0.1 % tolerance).
+#: the frame lit up (5-17 on Ped2 clips and the textured street, threshold 6, with a 0.1 %
+#: tolerance).
 EXPOSURE_QUORUM = 2 / 3
 #: The whole picture changed at once, in a way neither a gain nor a shift explains (a camera
 #: switching to or from night mode, lights switching on in a room, a lens covered), when the

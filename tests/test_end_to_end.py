@@ -139,8 +139,8 @@ def test_the_camera_switching_to_night_mode_raises_no_event(
     start_agent: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     """A recording whose whole picture turns flatter and brighter at once, 5 s after calibration
-    (a camera going to night mode): the model starts again from the new picture, says so, and
-    no event is raised."""
+    (a camera going to night mode): the model takes it as a new picture, says so, and no event
+    is raised."""
     scene = SyntheticScene(SyntheticConfig(seed=12, anomaly=None))
     path = tmp_path / "dusk.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (360, 240))
