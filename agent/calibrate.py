@@ -56,6 +56,7 @@ from agent.config import CameraConfig, DetectorConfig, SyntheticConfig
 from agent.delegates import DelegatedModel
 from agent.detector import Detector, Transition
 from agent.errors import UserError
+from agent.lighting import Lighting, Profile, measure, save_calibration
 from agent.scoring import Calibrator, CellScorer, CellStats
 from agent.sources import describe_source, open_source
 from agent.stream import ModelStream
@@ -91,6 +92,7 @@ class ThresholdSuggestion:
 @dataclass
 class CalibrationResult:
     stats: CellStats
+    lighting: Lighting
     suggestion: ThresholdSuggestion
     #: Frames read; the statistics are of those past the model's warm-up (``stats.frames``).
     frames: int
@@ -221,8 +223,9 @@ def out_of_sample_scores(maps: list[np.ndarray], std_floor: float) -> tuple[list
 
 def read_maps(
     camera: CameraConfig, model: DelegatedModel, duration_s: float | None, progress: bool,
-) -> tuple[list[np.ndarray], int, float]:
-    """The anomaly maps of the source's frames past the model's warm-up, the frames read, the fps."""
+) -> tuple[list[np.ndarray], Lighting, int, float]:
+    """The anomaly maps of the source's frames past the model's warm-up, their mean lighting
+    (:mod:`agent.lighting`), the frames read, the fps."""
     kind = describe_source(camera.source)
     live = kind in ("device", "stream")
     if live and duration_s is None:
@@ -232,6 +235,7 @@ def read_maps(
     wanted = math.ceil(duration_s * fps) if duration_s is not None else None
     stream = ModelStream(model, camera.calibration.grid)
     maps: list[np.ndarray] = []
+    lightings: list[Lighting] = []
     frames = 0
     started = time.monotonic()
     bar = tqdm(total=wanted, desc="calibrating", unit="frame", disable=not progress, leave=False)
@@ -249,12 +253,13 @@ def read_maps(
             anomaly_map = stream(image)
             if anomaly_map is not None:
                 maps.append(anomaly_map.copy())
+                lightings.append(measure(image, stream.preprocess.small))
     finally:
         bar.close()
         source.close()
     if len(maps) < 2:
         raise UserError(f"{camera.source}: {frames} frame(s) read, too few to calibrate on")
-    return maps, frames, fps
+    return maps, Lighting.mean(lightings), frames, fps
 
 
 def _refuse_a_scripted_anomaly(camera: CameraConfig, duration_s: float | None) -> None:
@@ -280,7 +285,7 @@ def calibrate(
     the source the agent will match the file against (the camera's configured one)."""
     if camera.source == "synthetic":
         _refuse_a_scripted_anomaly(camera, duration_s)
-    maps, frames, fps = read_maps(camera, model, duration_s, progress)
+    maps, lighting, frames, fps = read_maps(camera, model, duration_s, progress)
     stats = _statistics(maps)
     segments, out_of_sample = out_of_sample_scores(maps, camera.calibration.std_floor)
     suggestion = suggest_threshold(segments, fps, target_per_hour, camera.detector, out_of_sample)
@@ -306,12 +311,12 @@ def calibrate(
         "how": "edge-agent calibrate: the per-cell mean and std of the anomaly maps of every frame past the "
                "model's warm-up (agent.scoring.Calibrator); suggested: see agent/calibrate.py",
     }
-    return CalibrationResult(stats, suggestion, frames, fps, record)
+    return CalibrationResult(stats, lighting, suggestion, frames, fps, record)
 
 
 def write(result: CalibrationResult, path: Path) -> None:
-    """In the agent's calibration file format (:meth:`CellStats.save`: atomic replace)."""
-    result.stats.save(path, **result.record)
+    """In the agent's calibration file format, as the footage's one lighting (atomic replace)."""
+    save_calibration(path, [Profile(result.lighting, result.stats)], **result.record)
 
 
 def format_result(result: CalibrationResult, path: Path, camera: str) -> str:

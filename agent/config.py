@@ -183,6 +183,16 @@ class CalibrationConfig(Strict):
     grid: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 6)
     #: Floor on each cell's spread, as a multiple of the quiet cells' spread (25th percentile).
     std_floor: float = Field(2.0, gt=0)
+    #: Lightings of the scene (day, night, lamps on) the camera keeps statistics for, learning a
+    #: new one when its picture looks unlike every known one (:mod:`agent.lighting`); 1 keeps
+    #: the first statistics whatever the lighting. ``mode: model`` keeps the model's only.
+    lightings: int = Field(4, ge=1, le=16)
+    #: A picture is another lighting when its brightness or contrast differs by more than this
+    #: fraction (or its colour clearly: a colour picture and an infrared grey one).
+    lighting_tolerance: float = Field(0.2, gt=0, le=4)
+    #: A new lighting that came gradually (not at once) is learned once it has lasted this long
+    #: with no event open; until then it is scored with the lighting the camera had.
+    lighting_settle_s: float = Field(10.0, ge=0)
 
 
 class TamperConfig(Strict):

@@ -47,6 +47,8 @@ class AgentCollector(Collector):
             "picture_changes": CounterMetricFamily(
                 "edge_agent_picture_changes", "Whole-picture changes the model started again on (lights, night mode)",
                 labels=["camera"]),
+            "lightings": GaugeMetricFamily("edge_agent_lightings", "Lightings the camera keeps statistics for",
+                                           labels=["camera"]),
             "events": CounterMetricFamily("edge_agent_events", "Events started", labels=["camera"]),
             "score": GaugeMetricFamily("edge_agent_score", "Smoothed anomaly score (z)", labels=["camera"]),
         }
@@ -57,6 +59,7 @@ class AgentCollector(Collector):
             cameras["dropped"].add_metric([name], runtime.slot.dropped)
             cameras["reconnects"].add_metric([name], runtime.capture.reconnects)
             cameras["picture_changes"].add_metric([name], pipeline.stream.picture_changes)
+            cameras["lightings"].add_metric([name], pipeline.lighting_metrics()["lightings"])
             cameras["events"].add_metric([name], pipeline.reporter.events_started)
             if pipeline.last_score is not None:
                 cameras["score"].add_metric([name], pipeline.last_score)

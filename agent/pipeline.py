@@ -10,7 +10,6 @@ for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -18,8 +17,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,17 @@ from agent.detector import FELL_BELOW, Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.scoring import Calibrator, CellScorer, CellStats, cell_region
+from agent.lighting import (
+    Lighting,
+    LightingCalibrator,
+    Lightings,
+    Profile,
+    Verdict,
+    load_calibration,
+    measure,
+    save_calibration,
+)
+from agent.scoring import CellStats, cell_region
 from agent.stream import ModelStream
 from agent.tamper import TamperDetector
 
@@ -139,10 +150,13 @@ class CameraPipeline(threading.Thread):
         self.last_score: float | None = None
         self.last_frame_at = 0.0
         self._generation = 0
-        self._calibrator: Calibrator | None = None
-        self._scorer = self._initial_scorer()
-        if self._scorer is not None:
+        #: Statistics being learned (the first ones, or a new lighting's); the lightings known.
+        self._learning: LightingCalibrator | None = None
+        self.lightings = self._initial_lightings()
+        if self.lightings is not None:
             self.stream.gate(camera.gating)
+        #: The model took a new picture since the last frame scored (the whole picture changed).
+        self._new_picture = False
         self._last_frame: Frame | None = None
         #: The camera's latest frames (as many as the snapshot's denoiser averages), handed to the
         #: reporter with each call; whether the reporter has an event open (from the calls made).
@@ -176,11 +190,24 @@ class CameraPipeline(threading.Thread):
         self._snapshot_requested.set()
 
     @property
+    def event_open(self) -> bool:
+        """Whether the camera has an anomaly event open (as decided; reported in order)."""
+        return self._event_open
+
+    def lighting_metrics(self) -> dict[str, Any]:
+        """The lightings the camera knows and the one it scores with (``None`` before the first)."""
+        known = self.lightings
+        current = None if known is None or known.current.lighting is None else known.current.lighting
+        return {"lightings": 0 if known is None else len(known.profiles),
+                "lighting": None if current is None else {k: round(v, 1) for k, v in asdict(current).items()}}
+
+    @property
     def calibrating(self) -> bool:
-        return self._scorer is None
+        """Learning statistics (at the start, or of a new lighting): no anomaly decisions."""
+        return self._learning is not None
 
     # -- calibration ----------------------------------------------------------------------
-    def _initial_scorer(self) -> CellScorer | None:
+    def _initial_lightings(self) -> Lightings | None:
         cal = self.camera.calibration
         if cal.mode == "model":
             stats_json = self.model.info.sidecar.get("calibration")
@@ -190,51 +217,90 @@ class CameraPipeline(threading.Thread):
             elif not stats_json:
                 log.warning("camera %s: model has no calibration statistics; calibrating on this camera",
                             self.camera.name)
-            else:
-                return CellScorer(CellStats.from_json(stats_json), cal.std_floor)
-        stats = self._load_saved_calibration()
-        if stats is not None:
-            log.info("camera %s: using calibration from %s (%d frames)",
-                     self.camera.name, self.calibration_file, stats.frames)
-            return CellScorer(stats, cal.std_floor)
-        self._calibrator = Calibrator(cal.frames)
+            else:  # the training footage's statistics: one lighting, nothing learned
+                return self._lightings([Profile(None, CellStats.from_json(stats_json))], capacity=1)
+        profiles = self._load_saved_calibration()
+        if profiles is not None:
+            log.info("camera %s: using calibration from %s (%s)", self.camera.name, self.calibration_file,
+                     "; ".join(f"{p.stats.frames} frames" + (f" at {p.lighting.describe()}" if p.lighting else "")
+                               for p in profiles))
+            return self._lightings(profiles)
+        self._learning = LightingCalibrator(cal.frames)
         log.info("camera %s: calibrating on the first %d frames; keep the scene normal meanwhile",
                  self.camera.name, cal.frames)
         return None
 
-    def _load_saved_calibration(self) -> CellStats | None:
+    def _lightings(self, profiles: list[Profile], capacity: int | None = None) -> Lightings:
+        cal = self.camera.calibration
+        return Lightings(profiles, cal.std_floor, capacity=cal.lightings if capacity is None else capacity,
+                         tolerance=cal.lighting_tolerance,
+                         settle_frames=max(1, round(cal.lighting_settle_s * (self.camera.fps or 10.0))))
+
+    def _load_saved_calibration(self) -> list[Profile] | None:
         try:
-            data = json.loads(self.calibration_file.read_text(encoding="utf-8"))
+            data, profiles = load_calibration(self.calibration_file)
+            if (data.get("model_sha256"), data.get("source"), data.get("grid")) != (
+                self.model.info.sha256, self.camera.source, list(self.camera.calibration.grid)
+            ):
+                log.info("camera %s: saved calibration is for another model or source; recalibrating",
+                         self.camera.name)
+                return None
+            return profiles
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("camera %s: ignoring unreadable calibration %s: %s",
                         self.camera.name, self.calibration_file, error)
             return None
-        if (data.get("model_sha256"), data.get("source"), data.get("grid")) != (
-            self.model.info.sha256, self.camera.source, list(self.camera.calibration.grid)
-        ):
-            log.info("camera %s: saved calibration is for another model or source; recalibrating",
-                     self.camera.name)
-            return None
-        return CellStats.from_json(data)
 
-    def _calibrate(self, anomaly_map: np.ndarray) -> None:
-        assert self._calibrator is not None
-        self._calibrator.add(anomaly_map)
-        if not self._calibrator.done:
+    def _learn(self, anomaly_map: np.ndarray, lighting: Lighting, frame: Frame) -> None:
+        """One frame of calibration; at the end the camera scores with what it learned."""
+        learning = self._learning
+        assert learning is not None
+        lightings = self.lightings
+        if lightings is not None:
+            known, distance = lightings.nearest(lighting)
+            if distance <= 1.0:  # back to a lighting the camera knows (a light on for a moment)
+                self._learning = None
+                lightings.use(known)
+                self.stream.gate(self.camera.gating)
+                log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
+                         self.camera.name, lighting.describe())
+                self._score(anomaly_map, frame, time.perf_counter())
+                return
+        learning.add_frame(anomaly_map, lighting)
+        if not learning.done:
             return
-        stats = self._calibrator.result()
+        profile = learning.profile()
+        if lightings is None:
+            self.lightings = lightings = self._lightings([profile])
+            dropped = None
+        else:
+            dropped = lightings.learned(profile)
+        self._learning = None
+        self._save_calibration(lightings.profiles)
+        self.stream.gate(self.camera.gating)  # calibration needed every frame; detection does not
+        log.info("camera %s: calibrated on %d frames at %s%s; detecting", self.camera.name, profile.stats.frames,
+                 profile.lighting.describe() if profile.lighting else "",
+                 f" (in place of the lighting used longest ago, {dropped.lighting.describe()})"
+                 if dropped is not None and dropped.lighting is not None else "")
+
+    def _start_learning(self, lighting: Lighting, anomaly_map: np.ndarray, frame: Frame) -> None:
+        self._close_event(frame, "the lighting changed; learning it")
+        self._learning = LightingCalibrator(self.camera.calibration.frames)
+        self.stream.gate(None)
+        log.info("camera %s: a lighting unlike the %d known (%s): learning it on the next %d frames; no "
+                 "anomaly decisions meanwhile", self.camera.name, len(self.lightings.profiles) if self.lightings else 0,
+                 lighting.describe(), self.camera.calibration.frames)
+        self._learn(anomaly_map, lighting, frame)
+
+    def _save_calibration(self, profiles: list[Profile]) -> None:
         try:
-            stats.save(self.calibration_file, model_sha256=self.model.info.sha256, source=self.camera.source,
-                       grid=list(self.camera.calibration.grid))
+            save_calibration(self.calibration_file, profiles, model_sha256=self.model.info.sha256,
+                             source=self.camera.source, grid=list(self.camera.calibration.grid))
         except OSError as error:
             log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
                       self.calibration_file, error)
-        self._scorer = CellScorer(stats, self.camera.calibration.std_floor)
-        self.stream.gate(self.camera.gating)  # calibration needed every frame; detection does not
-        self._calibrator = None
-        log.info("camera %s: calibrated on %d frames; detecting", self.camera.name, stats.frames)
 
     # -- the data path --------------------------------------------------------------------
     def run(self) -> None:
@@ -285,7 +351,7 @@ class CameraPipeline(threading.Thread):
         anomaly_map = self.stream(frame.image)
         if self.stream.new_picture_last:
             self._note_picture_change()
-        t2 = time.perf_counter()
+            self._new_picture = True
         self.times.add("preprocess", self.stream.last_times[0])
         if not self.stream.skipped_last:
             self.times.add("infer", self.stream.last_times[1])
@@ -306,13 +372,31 @@ class CameraPipeline(threading.Thread):
                 return  # the model sees a tampered view: no anomaly decisions, no calibration
         if anomaly_map is None:
             return
-        if self._scorer is None:
-            self._calibrate(anomaly_map)
+        started = time.perf_counter()
+        lighting = measure(frame.image, self.stream.preprocess.small)
+        new_picture, self._new_picture = self._new_picture, False
+        if self._learning is not None:
+            self._learn(anomaly_map, lighting, frame)
             return
+        assert self.lightings is not None
+        before = self.lightings.current
+        if self.lightings.observe(lighting, new_picture=new_picture, event_open=self._event_open) is Verdict.LEARN:
+            self._start_learning(lighting, anomaly_map, frame)
+            return
+        if self.lightings.current is not before:
+            log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
+                     self.camera.name, lighting.describe())
+        self._score(anomaly_map, frame, started)
+
+    def _score(self, anomaly_map: np.ndarray, frame: Frame, started: float) -> None:
+        """Score a frame with its lighting's statistics, decide, and report what changed
+        (``started``: when the score stage began, for its latency)."""
         if not self.armed:
             self._close_event(frame, "camera disarmed")
             return
-        score, cell = self._scorer(anomaly_map)
+        assert self.lightings is not None
+        scorer = self.lightings.scorer
+        score, cell = scorer(anomaly_map)
         decision = self.detector.update(frame.pts, score)
         self.last_score = decision.smoothed
         t3 = time.perf_counter()
@@ -320,12 +404,12 @@ class CameraPipeline(threading.Thread):
         region = cell_region(cell, self.stream.grid, (width, height))
         transition = decision.transition
         if transition is not None or self._event_open:  # else the reporter has nothing to do
-            heat = self._scorer.z_scores(anomaly_map)
+            heat = scorer.z_scores(anomaly_map)
             self._report(partial(self.reporter.observe, frame, score, region, transition, heat,
                                  decision.reason or FELL_BELOW))
             if transition is Transition.START:
                 self._event_open = True
             elif transition is Transition.END:
                 self._event_open = False
-        self.times.add("score", t3 - t2)
+        self.times.add("score", t3 - started)
         self.times.add("report", time.perf_counter() - t3)

@@ -10,9 +10,7 @@ while something walking where nobody walks still stands out), and the frame's sc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,16 +39,6 @@ class CellStats:
             std=np.asarray(data["cell_std"], dtype=np.float32),
             frames=int(data.get("n_frames", 0)),
         )
-
-    def save(self, path: Path, **extra: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**extra, **self.to_json()}), encoding="utf-8")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> CellStats:
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 class Calibrator:

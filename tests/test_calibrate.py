@@ -22,6 +22,7 @@ from agent.cli import main
 from agent.config import DetectorConfig, SyntheticConfig, load_config
 from agent.detector import Detector
 from agent.inference import StreamingModel
+from agent.lighting import Lighting, load_calibration
 from agent.pipeline import CameraPipeline
 from agent.scoring import CellScorer, CellStats
 from agent.sources.synthetic import SyntheticScene
@@ -51,8 +52,10 @@ def test_the_file_is_where_the_agent_looks_and_the_agent_uses_it(calibrated: tup
     config = load_config(config_path)
     path = config.state_dir / "calibration" / "walkway.json"
     assert Path(written["path"]) == path and path.is_file()
-    stats = CellStats.load(path)
+    _, [profile] = load_calibration(path)
+    stats = profile.stats
     assert stats.mean.shape == (4, 6) and stats.frames > 500 and (stats.std > 0).all()
+    assert profile.lighting is not None and 0 < profile.lighting.brightness < 255  # the footage's lighting
     model = StreamingModel(config.model.path)
     pipeline = CameraPipeline(
         config.cameras[0], slot=FrameSlot(), model=model, reporter=cast(Any, None), calibration_file=path,
@@ -75,7 +78,7 @@ def test_the_suggested_threshold_is_quiet_on_normal_footage_and_not_on_an_anomal
     assert np.isfinite(on) and 0 < off < on < 100
     assert suggested["alarms_on_footage"] == 0 and suggested["out_of_sample"]
     config = load_config(config_path)
-    stats = CellStats.load(config.state_dir / "calibration" / "walkway.json")
+    stats = load_calibration(config.state_dir / "calibration" / "walkway.json")[1][0].stats
 
     def peak(scene: SyntheticConfig, seconds: float) -> float:
         """The highest smoothed score, scored as the camera does it with the saved statistics."""
@@ -150,7 +153,7 @@ def test_footage_too_short_for_a_tail_fit_reports_the_observed_rate_not_nan() ->
     assert suggestion.expected_per_hour is None and suggestion.tail_slope is None and suggestion.tail_points == 0
     json.dumps(asdict(suggestion), allow_nan=False)  # the file and --json stay strict JSON
     stats = CellStats(mean=np.zeros((4, 6)), std=np.ones((4, 6)), frames=179)
-    result = CalibrationResult(stats, suggestion, 180, 10.0, {"footage": "clip/", "source": "clip/"})
+    result = CalibrationResult(stats, Lighting(100.0, 40.0, 0.0), suggestion, 180, 10.0, {"footage": "clip/", "source": "clip/"})
     text = format_result(result, Path("c.json"), "yard")
     assert "nan" not in text.lower()
     assert "no expected rate; 0 alarm(s) on the footage: 0/h observed over 0.3 min" in text
@@ -171,7 +174,7 @@ def test_calibrate_says_how_many_frames_the_statistics_hold_and_rounds_the_thres
     out = tmp_path / "clip.json"
     assert main(["calibrate", "--source", str(footage), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    held = CellStats.load(out).frames
+    held = load_calibration(out)[1][0].stats.frames
     assert held == 59  # the first frame only fills the model's state
     assert text.startswith(f"calibrated on {held} frames ") and "60 read" in text
     on, off = re.search(r"detector: \{on_threshold: ([\d.]+), off_threshold: ([\d.]+)\}", text).groups()
