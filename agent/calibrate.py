@@ -52,11 +52,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from agent.config import CameraConfig, DetectorConfig, SyntheticConfig
+from agent.config import CalibrationConfig, CameraConfig, DetectorConfig, SyntheticConfig
 from agent.delegates import DelegatedModel
 from agent.detector import Detector, Transition
 from agent.errors import UserError
-from agent.lighting import Lighting, Profile, measure, save_calibration
+from agent.lighting import Lighting, Profile, load_calibration, measure, others, save_calibration
 from agent.scoring import Calibrator, CellScorer, CellStats
 from agent.sources import describe_source, open_source
 from agent.stream import ModelStream
@@ -314,12 +314,31 @@ def calibrate(
     return CalibrationResult(stats, lighting, suggestion, frames, fps, record)
 
 
-def write(result: CalibrationResult, path: Path) -> None:
-    """In the agent's calibration file format, as the footage's one lighting (atomic replace)."""
-    save_calibration(path, [Profile(result.lighting, result.stats)], **result.record)
+#: What a calibration file is for: the agent ignores one whose model, source or grid changed.
+IDENTITY = ("model_sha256", "source", "grid")
 
 
-def format_result(result: CalibrationResult, path: Path, camera: str) -> str:
+def write(result: CalibrationResult, path: Path, calibration: CalibrationConfig) -> list[Profile]:
+    """In the agent's calibration file format (atomic replace): the footage's lighting, in place
+    of any like it, and the file's other lightings (:mod:`agent.lighting`) while
+    ``calibration.lightings`` has room for them, so that calibrating on night footage adds the
+    night to the day. Returns the lightings kept from the file."""
+    kept: list[Profile] = []
+    try:
+        data, profiles = load_calibration(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # unreadable: replaced, as the agent would ignore it
+    else:
+        if all(data.get(key) == result.record[key] for key in IDENTITY):
+            kept = others(profiles, result.lighting, capacity=calibration.lightings,
+                          tolerance=calibration.lighting_tolerance)
+    save_calibration(path, [Profile(result.lighting, result.stats), *kept], **result.record)
+    return kept
+
+
+def format_result(result: CalibrationResult, path: Path, camera: str, kept: list[Profile]) -> str:
     s = result.suggestion
     used = result.stats.frames
     minutes = s.hours * 60
@@ -336,7 +355,9 @@ def format_result(result: CalibrationResult, path: Path, camera: str) -> str:
         (f"calibrated on {used} frames ({used / result.fps / 60:.1f} min at {result.fps:g} fps) of "
          f"{result.record['footage']}: {result.frames} read, the first {result.frames - used} the model's warm-up"),
         (f"statistics written to {path} (the agent's calibration file for camera {camera!r}, "
-         f"source {result.record['source']!r})"),
+         f"source {result.record['source']!r}), for {result.lighting.describe()}"
+         + (f"; kept from the file: {len(kept)} other lighting(s) ("
+            + "; ".join(p.lighting.describe() for p in kept if p.lighting is not None) + ")" if kept else "")),
         (f"suggested threshold for {s.target_per_hour:g} false alarm(s) per hour: on_threshold {s.on_threshold:g}, "
          f"off_threshold {s.off_threshold:g}"),
         f"  no more alarms than the target on the footage from {significant(s.footage_threshold)}; {expected}",

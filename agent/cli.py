@@ -298,6 +298,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from agent.calibrate import calibrate, format_result, write
     from agent.config import CameraConfig, ModelConfig, load_config
     from agent.daemon import calibration_path
@@ -338,9 +340,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         camera, DelegatedModel(model_config), duration_s=args.duration, target_per_hour=args.false_alarms_per_hour,
         stored_source=stored_source, progress=not args.json and sys.stderr.isatty(),
     )
-    write(result, out)
-    print(json.dumps({"path": str(out), **result.record, "n_frames": result.stats.frames}) if args.json
-          else format_result(result, out, camera.name))
+    kept = write(result, out, camera.calibration)
+    print(json.dumps({"path": str(out), **result.record, "n_frames": result.stats.frames,
+                      "lighting": asdict(result.lighting), "lightings_kept": len(kept)}) if args.json
+          else format_result(result, out, camera.name, kept))
     return 0
 
 

@@ -135,6 +135,13 @@ def load_calibration(path: Path) -> tuple[dict[str, Any], list[Profile]]:
     return data, load_profiles(data)
 
 
+def others(profiles: list[Profile], lighting: Lighting, *, capacity: int, tolerance: float) -> list[Profile]:
+    """The lightings of ``profiles`` unlike ``lighting`` that a file with room for ``capacity``
+    keeps beside it: the most recently used first."""
+    unlike = [p for p in profiles if p.lighting is not None and p.lighting.distance(lighting, tolerance) > 1.0]
+    return sorted(unlike, key=lambda p: p.last_used, reverse=True)[:capacity - 1]
+
+
 def save_calibration(path: Path, profiles: list[Profile], **record: Any) -> None:
     """Write a calibration file: ``record`` (what it is for: model, source, grid, ...) and the
     statistics of each lighting; an atomic replace."""

@@ -154,7 +154,7 @@ def test_footage_too_short_for_a_tail_fit_reports_the_observed_rate_not_nan() ->
     json.dumps(asdict(suggestion), allow_nan=False)  # the file and --json stay strict JSON
     stats = CellStats(mean=np.zeros((4, 6)), std=np.ones((4, 6)), frames=179)
     result = CalibrationResult(stats, Lighting(100.0, 40.0, 0.0), suggestion, 180, 10.0, {"footage": "clip/", "source": "clip/"})
-    text = format_result(result, Path("c.json"), "yard")
+    text = format_result(result, Path("c.json"), "yard", [])
     assert "nan" not in text.lower()
     assert "no expected rate; 0 alarm(s) on the footage: 0/h observed over 0.3 min" in text
 
@@ -181,3 +181,33 @@ def test_calibrate_says_how_many_frames_the_statistics_hold_and_rounds_the_thres
     for printed in (on, off):
         assert len(printed.replace(".", "").lstrip("0").rstrip("0")) <= 3, text
     assert "nan" not in text.lower()
+
+
+def test_calibrating_on_night_footage_adds_the_night_to_the_day_and_again_replaces_only_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The camera keeps statistics per lighting (agent.lighting): footage of another lighting
+    is added to the file beside the one there; footage of the same lighting replaces it."""
+    rng = np.random.default_rng(1)
+    background = rng.integers(60, 180, (240, 360), dtype=np.uint8)
+    for name, contrast in (("day", 1.0), ("night", 1.4)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for index in range(40):
+            frame = np.clip(background * contrast - 40 * (contrast - 1) * 2 + rng.normal(0, 2, background.shape),
+                            0, 255).astype(np.uint8)
+            assert cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "d", "state_dir": str(tmp_path / "state"),
+                                      "cameras": [{"name": "yard", "source": "rtsp://127.0.0.1/yard"}]}))
+
+    def calibrate(footage: str) -> tuple[str, list[float]]:
+        assert main(["calibrate", "--config", str(config), "--source", str(tmp_path / footage)]) == 0
+        _, profiles = load_calibration(tmp_path / "state" / "calibration" / "yard.json")
+        return capsys.readouterr().out, [round(p.lighting.contrast) for p in profiles if p.lighting is not None]
+
+    _, day = calibrate("day")
+    text, both = calibrate("night")
+    assert len(both) == 2 and both[1] == day[0] and both[0] > 1.3 * day[0]  # the new one first
+    assert "kept from the file: 1 other lighting(s)" in text
+    _, again = calibrate("day")
+    assert sorted(again) == sorted(both)
