@@ -132,19 +132,20 @@ def test_a_normal_video_raises_no_event(
     assert agent.stop() == 0
 
 
-def test_the_camera_switching_to_night_mode_raises_no_event(
+def test_the_camera_switching_to_night_mode_raises_no_event_and_learns_the_night(
     broker: LocalBroker,
     tmp_path: Path,
     subscribe: Callable[[list[str]], Subscriber],
     start_agent: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     """A recording whose whole picture turns flatter and brighter at once, 5 s after calibration
-    (a camera going to night mode): the model takes it as a new picture, says so, and no event
-    is raised."""
-    scene = SyntheticScene(SyntheticConfig(seed=12, anomaly=None))
+    (a camera going to night mode): the model takes it as a new picture, the camera learns the
+    night's statistics (agent.lighting), no event is raised for the switch, and a cyclist
+    crossing the night scene afterwards is one."""
+    scene = SyntheticScene(SyntheticConfig(seed=12, anomaly={"start_s": 42.0}))  # 22 s into the night
     path = tmp_path / "dusk.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (360, 240))
-    for index in range(300):
+    for index in range(480):
         frame = scene.frame_at(index)
         writer.write(frame if index < 200 else np.clip(frame * 0.6 + 50, 0, 255).astype(np.uint8))
     writer.release()
@@ -154,7 +155,10 @@ def test_the_camera_switching_to_night_mode_raises_no_event(
     assert "calibrated on 150 frames" in agent.log
     assert "camera walkway: the whole picture changed at once" in agent.log
     assert "(1 time(s) since the start)" in agent.log
-    assert sub.events() == []
+    assert "camera walkway: a lighting unlike the 1 known" in agent.log
+    assert agent.log.count("calibrated on 150 frames") == 2, agent.log  # the day's, then the night's
+    starts = [e["start_pts"] for e in sub.events() if e["type"] == "start"]
+    assert starts and min(starts) >= 42.0, starts  # the cyclist's, and none for the switch
     assert agent.stop() == 0
 
 
