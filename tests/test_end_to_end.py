@@ -105,6 +105,14 @@ def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_s
     metrics = json.loads(sub.on("test-box/metrics")[-1].payload)
     assert 0 < metrics["rss_anon_mb"] < metrics["rss_mb"]  # its own memory, without the libraries' file pages
 
+    def walkway_metrics() -> list[dict[str, Any]]:
+        return [json.loads(m.payload)["cameras"].get("walkway", {}) for m in sub.on("test-box/metrics")]
+
+    # once calibrated, the camera knows one lighting: the grey walkway's
+    assert sub.wait_for(lambda: any(m.get("lightings") == 1 for m in walkway_metrics()), timeout=5)
+    lighting = next(m["lighting"] for m in walkway_metrics() if m.get("lightings") == 1)
+    assert 50 < lighting["brightness"] < 200 and lighting["colour"] < 6
+
     # The broker announces the agent's death through its last will.
     assert [m.payload for m in sub.on("test-box/status")][-1] == b"online"
     agent.stop(signal.SIGKILL)
