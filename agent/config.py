@@ -186,12 +186,13 @@ class CalibrationConfig(Strict):
     #: Lightings of the scene (day, night, lamps on) the camera keeps statistics for, learning a
     #: new one when its picture looks unlike every known one (:mod:`agent.lighting`); 1 keeps
     #: the first statistics whatever the lighting. ``mode: model`` keeps the model's only.
-    lightings: int = Field(4, ge=1, le=16)
+    lightings: int = Field(8, ge=1, le=32)
     #: A picture is another lighting when its brightness or contrast differs by more than this
     #: fraction (or its colour clearly: a colour picture and an infrared grey one).
     lighting_tolerance: float = Field(0.2, gt=0, le=4)
     #: A new lighting that came gradually (not at once) is learned once it has lasted this long
-    #: with no event open; until then it is scored with the lighting the camera had.
+    #: (frame time), at the first frame with no event open; until then it is scored with the
+    #: lighting the camera had. Nothing is learned while an event is open.
     lighting_settle_s: float = Field(10.0, ge=0)
 
 

@@ -36,8 +36,12 @@ from agent.scoring import Calibrator, CellScorer, CellStats
 
 #: Colours (the mean of each pixel's largest minus smallest of B, G, R, 0-255) closer than this
 #: are the same lighting, or than the tolerance's fraction of the larger: a colour picture and
-#: the camera's grey infrared one differ by more; compression leaves a grey picture at 0-1.
-COLOUR_LEVELS = 6.0
+#: the camera's grey infrared one differ by more; compression leaves a grey picture at 0-3, and a
+#: red car over 5 % of a grey view adds about 6 (a review's measurement, with a floor of 6).
+COLOUR_LEVELS = 12.0
+#: Brightness and contrast are compared relative to the smaller, but never to less than this
+#: many grey levels: in a dark scene a torch or a lit window alone would be a new lighting.
+LEVELS_FLOOR = 16.0
 #: Columns of the camera frame sampled for its colour (the nearest pixels, as many rows as keep its shape).
 COLOUR_SAMPLE_WIDTH = 64
 
@@ -52,10 +56,10 @@ class Lighting:
     colour: float
 
     def distance(self, other: Lighting, tolerance: float) -> float:
-        """How unlike ``other``, in units of ``tolerance``: the larger relative change of
-        brightness or contrast, or of colour (at least ``COLOUR_LEVELS``); 1 or less is alike."""
+        """How unlike ``other``, in units of ``tolerance``: the largest relative change of
+        brightness or contrast (``LEVELS_FLOOR``), or of colour (``COLOUR_LEVELS``); 1 or less is alike."""
         def relative(a: float, b: float) -> float:
-            return max(a, b) / max(min(a, b), 1.0) - 1.0
+            return abs(a - b) / max(min(a, b), LEVELS_FLOOR)
 
         colour_scale = max(COLOUR_LEVELS, tolerance * max(self.colour, other.colour))
         return max(relative(self.brightness, other.brightness) / tolerance,
@@ -88,8 +92,7 @@ def measure(image: np.ndarray, small: np.ndarray) -> Lighting:
 
 @dataclass
 class Profile:
-    """One lighting's statistics. ``lighting`` is ``None`` for statistics from a file written
-    before lightings were told apart: the first frames scored with them give it."""
+    """One lighting's statistics (``lighting`` ``None``: the model's own, of its training footage)."""
 
     lighting: Lighting | None
     stats: CellStats
@@ -123,14 +126,12 @@ class LightingCalibrator(Calibrator):
 
 
 def load_profiles(data: dict[str, Any]) -> list[Profile]:
-    """The lightings of a calibration file's JSON; a file with one set of statistics at its top
-    level (written before lightings were told apart) gives one of unknown lighting."""
-    if "profiles" in data:
-        profiles = [Profile.from_json(item) for item in data["profiles"]]
-        if not profiles:
-            raise ValueError("no statistics under 'profiles'")
-        return profiles
-    return [Profile(None, CellStats.from_json(data), 0.0)]
+    """The lightings of a calibration file's JSON (``KeyError`` for a file from before lightings,
+    with one set of statistics at its top level: its lighting is not known)."""
+    profiles = [Profile.from_json(item) for item in data["profiles"]]
+    if not profiles or any(p.lighting is None for p in profiles):
+        raise ValueError("a lighting without its figures under 'profiles'")
+    return profiles
 
 
 def load_calibration(path: Path) -> tuple[dict[str, Any], list[Profile]]:
@@ -163,55 +164,56 @@ class Verdict(Enum):
 
 
 class Lightings:
-    """A camera's known lightings, the current one, and when a new one is learned.
+    """A camera's known lightings, the one it scores with, and when a new one is learned.
 
     ``observe`` is called once per frame that has an anomaly map and is not being calibrated on;
     ``learned`` adds a lighting once its statistics are complete.
     """
 
     def __init__(self, profiles: list[Profile], std_floor: float, *, capacity: int, tolerance: float,
-                 settle_frames: int) -> None:
-        self.profiles = profiles
+                 settle_s: float) -> None:
+        #: At most ``capacity`` (a file from a larger setting keeps its most recently used).
+        self.profiles = sorted(profiles, key=lambda p: p.last_used, reverse=True)[:capacity]
         self.std_floor = std_floor
         self.capacity = capacity
         self.tolerance = tolerance
-        self.settle_frames = settle_frames
-        self.current = max(profiles, key=lambda p: p.last_used)
+        self.settle_s = settle_s
+        self.current = self.profiles[0]
         self.scorer = CellScorer(self.current.stats, std_floor)
-        #: Consecutive frames whose lighting is unlike every known one.
-        self.unmatched = 0
-        #: Lightings switched to since the start (a known one, not a learned one).
-        self.switches = 0
+        #: When (frame time) the picture's lighting became unlike every known one; whether the
+        #: whole picture changed at once since then (a switch: learned without settling).
+        self._unmatched_since: float | None = None
+        self._switched = False
 
-    @property
-    def learning_enabled(self) -> bool:
-        return self.capacity > 1
+    def distance(self, profile: Profile, lighting: Lighting) -> float:
+        return math.inf if profile.lighting is None else profile.lighting.distance(lighting, self.tolerance)
 
     def nearest(self, lighting: Lighting) -> tuple[Profile, float]:
-        known = [p for p in self.profiles if p.lighting is not None]
-        if not known:
-            return self.current, math.inf
-        best = min(known, key=lambda p: p.lighting.distance(lighting, self.tolerance))  # type: ignore[union-attr]
-        return best, best.lighting.distance(lighting, self.tolerance)  # type: ignore[union-attr]
+        """The known lighting nearest ``lighting``, and how far (1 or less: the same lighting)."""
+        best = min(self.profiles, key=lambda p: self.distance(p, lighting))
+        return best, self.distance(best, lighting)
 
-    def observe(self, lighting: Lighting, *, new_picture: bool, event_open: bool) -> Verdict:
-        """Take this frame's lighting: stay, switch to a known lighting, or start learning.
+    def observe(self, lighting: Lighting, pts: float, *, new_picture: bool, event_open: bool) -> Verdict:
+        """Take the lighting of the frame at ``pts`` (seconds): stay, switch to a known lighting,
+        or start learning.
 
         ``new_picture``: the model took a new picture since the last call (the whole picture
-        changed at once); ``event_open``: an anomaly event is open (a gradual change then is
-        not learned: it may be what the event is about)."""
-        if self.current.lighting is None:  # statistics from before lightings: theirs is the first seen
-            self.current.lighting = lighting
-        if not self.learning_enabled:
-            return Verdict.SCORE
+        changed at once, or the source reconnected). Nothing is learned while ``event_open``: a
+        change with something in the scene may be what the event is about, and an event is
+        never ended to learn; it is learned at the first frame after the event, if still new.
+        """
         profile, distance = self.nearest(lighting)
         if distance <= 1.0:
-            self.unmatched = 0
-            if profile is not self.current and self.current.lighting.distance(lighting, self.tolerance) > 1.0:  # type: ignore[union-attr]
+            self._unmatched_since, self._switched = None, False
+            if profile is not self.current and self.distance(self.current, lighting) > 1.0:
                 self.use(profile)
             return Verdict.SCORE
-        self.unmatched += 1
-        if new_picture or (self.unmatched >= self.settle_frames and not event_open):
+        if self.capacity == 1:
+            return Verdict.SCORE
+        self._switched |= new_picture
+        if self._unmatched_since is None:
+            self._unmatched_since = pts
+        if not event_open and (self._switched or pts - self._unmatched_since >= self.settle_s):
             return Verdict.LEARN
         return Verdict.SCORE
 
@@ -219,16 +221,26 @@ class Lightings:
         self.current = profile
         profile.last_used = time.time()
         self.scorer = CellScorer(profile.stats, self.std_floor)
-        self.switches += 1
 
     def learned(self, profile: Profile) -> Profile | None:
-        """Add a learned lighting and score with it from now; returns the one it replaced, if any."""
+        """Add a learned lighting and score with it from now; returns the one it replaced, if any.
+
+        When full, the lighting nearest another one makes room (not the one used longest ago:
+        a dusk learned on the way from day to night would push out the day), so the known
+        lightings spread over the range the camera sees."""
         dropped = None
         if len(self.profiles) >= self.capacity:
-            dropped = min((p for p in self.profiles if p is not self.current), key=lambda p: p.last_used)
+            everyone = [*self.profiles, profile]
+
+            def crowding(candidate: Profile) -> tuple[float, float]:
+                lighting = candidate.lighting
+                near = min(self.distance(other, lighting) for other in everyone if other is not candidate) \
+                    if lighting is not None else -math.inf
+                return near, candidate.last_used
+
+            dropped = min(self.profiles, key=crowding)
             self.profiles.remove(dropped)
         self.profiles.append(profile)
-        self.current = profile
-        self.scorer = CellScorer(profile.stats, self.std_floor)
-        self.unmatched = 0
+        self.use(profile)
+        self._unmatched_since, self._switched = None, False
         return dropped

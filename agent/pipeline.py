@@ -233,8 +233,7 @@ class CameraPipeline(threading.Thread):
     def _lightings(self, profiles: list[Profile], capacity: int | None = None) -> Lightings:
         cal = self.camera.calibration
         return Lightings(profiles, cal.std_floor, capacity=cal.lightings if capacity is None else capacity,
-                         tolerance=cal.lighting_tolerance,
-                         settle_frames=max(1, round(cal.lighting_settle_s * (self.camera.fps or 10.0))))
+                         tolerance=cal.lighting_tolerance, settle_s=cal.lighting_settle_s)
 
     def _load_saved_calibration(self) -> list[Profile] | None:
         try:
@@ -246,9 +245,13 @@ class CameraPipeline(threading.Thread):
                          self.camera.name)
                 return None
             return profiles
+        except KeyError:
+            log.info("camera %s: saved calibration is from before lightings were told apart (its lighting "
+                     "is not known); recalibrating", self.camera.name)
+            return None
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, TypeError) as error:
             log.warning("camera %s: ignoring unreadable calibration %s: %s",
                         self.camera.name, self.calibration_file, error)
             return None
@@ -263,6 +266,7 @@ class CameraPipeline(threading.Thread):
             if distance <= 1.0:  # back to a lighting the camera knows (a light on for a moment)
                 self._learning = None
                 lightings.use(known)
+                self.detector.reset()
                 self.stream.gate(self.camera.gating)
                 log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
                          self.camera.name, lighting.describe())
@@ -279,14 +283,15 @@ class CameraPipeline(threading.Thread):
             dropped = lightings.learned(profile)
         self._learning = None
         self._save_calibration(lightings.profiles)
+        self.detector.reset()  # its smoothing is of the frames before
         self.stream.gate(self.camera.gating)  # calibration needed every frame; detection does not
         log.info("camera %s: calibrated on %d frames at %s%s; detecting", self.camera.name, profile.stats.frames,
                  profile.lighting.describe() if profile.lighting else "",
-                 f" (in place of the lighting used longest ago, {dropped.lighting.describe()})"
+                 f" (in place of {dropped.lighting.describe()}, the known lighting nearest another)"
                  if dropped is not None and dropped.lighting is not None else "")
 
     def _start_learning(self, lighting: Lighting, anomaly_map: np.ndarray, frame: Frame) -> None:
-        self._close_event(frame, "the lighting changed; learning it")
+        assert not self._event_open  # an event is never ended to learn
         self._learning = LightingCalibrator(self.camera.calibration.frames)
         self.stream.gate(None)
         log.info("camera %s: a lighting unlike the %d known (%s): learning it on the next %d frames; no "
@@ -338,8 +343,12 @@ class CameraPipeline(threading.Thread):
                      self.camera.name, self.stream.picture_changes)
 
     def _close_event(self, frame: Frame, reason: str) -> None:
+        """End the open event from outside the detector (a disarm), and the detector's with it:
+        left active, it went on deciding an event the reporter had closed, and no new one could
+        start until its score fell (a review's finding)."""
         if self._event_open:
             self._event_open = False
+            self.detector.end(frame.pts)
             self._report(partial(self.reporter.close, frame.ts, frame.pts, reason=reason))
 
     def process(self, frame: Frame) -> None:
@@ -348,6 +357,7 @@ class CameraPipeline(threading.Thread):
             self.stream.reset()
             self.detector.reset()
             self._recent.clear()  # a reopened source's frames need not line up with the old
+            self._new_picture = True  # nor need its lighting: at night, a switch the model cannot see
         anomaly_map = self.stream(frame.image)
         if self.stream.new_picture_last:
             self._note_picture_change()
@@ -380,7 +390,8 @@ class CameraPipeline(threading.Thread):
             return
         assert self.lightings is not None
         before = self.lightings.current
-        if self.lightings.observe(lighting, new_picture=new_picture, event_open=self._event_open) is Verdict.LEARN:
+        verdict = self.lightings.observe(lighting, frame.pts, new_picture=new_picture, event_open=self._event_open)
+        if verdict is Verdict.LEARN:
             self._start_learning(lighting, anomaly_map, frame)
             return
         if self.lightings.current is not before:

@@ -20,7 +20,8 @@ def test_the_demo_shows_both_scripted_anomalies_and_stops_what_it_started(tmp_pa
     leftover.parent.mkdir(parents=True)
     leftover.write_text(json.dumps({
         "model_sha256": hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest(), "source": "synthetic",
-        "grid": [4, 6], "cell_mean": [[0.01] * 6] * 4, "cell_std": [[0.01] * 6] * 4, "n_frames": 150}))
+        "grid": [4, 6], "profiles": [{"lighting": {"brightness": 120.0, "contrast": 30.0, "colour": 3.0},
+                                      "cell_mean": [[0.01] * 6] * 4, "cell_std": [[0.01] * 6] * 4, "n_frames": 150}]}))
     with own_session([sys.executable, "-m", "agent", "demo", "--duration", "30", "--out", str(tmp_path)]) as demo:
         out, err = finish(demo, timeout=120)
         assert demo.returncode == 0, out + err

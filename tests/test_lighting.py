@@ -11,7 +11,8 @@ import pytest
 
 from agent.config import CameraConfig
 from agent.frames import Frame
-from agent.lighting import Lighting, Lightings, Profile, Verdict, load_calibration, measure
+from agent.inference import StreamingModel
+from agent.lighting import Lighting, Lightings, Profile, Verdict, load_calibration, measure, save_calibration
 from agent.pipeline import CameraPipeline
 from agent.scoring import CellStats
 from tests.test_alignment import textured_scene, tone
@@ -25,9 +26,10 @@ def stats(level: float = 1.0) -> CellStats:
     return CellStats(np.full((4, 6), level, np.float32), np.full((4, 6), level, np.float32), 100)
 
 
-def lightings(*known: Lighting, capacity: int = 4, settle: int = 5) -> Lightings:
-    return Lightings([Profile(lighting, stats(), float(i)) for i, lighting in enumerate(known)], 2.0,
-                     capacity=capacity, tolerance=0.2, settle_frames=settle)
+def lightings(*known: Lighting, capacity: int = 8, settle_s: float = 0.5) -> Lightings:
+    """``known`` lightings, the first one the current (the most recently used)."""
+    return Lightings([Profile(lighting, stats(), -float(i)) for i, lighting in enumerate(known)], 2.0,
+                     capacity=capacity, tolerance=0.2, settle_s=settle_s)
 
 
 # -- telling lightings apart ------------------------------------------------------------------
@@ -37,7 +39,14 @@ def test_a_lighting_is_another_when_brightness_contrast_or_colour_moves_beyond_t
     assert DAY.distance(Lighting(150.0, 45.0, 20.0), 0.2) > 1  # 25 % brighter
     assert DAY.distance(Lighting(120.0, 58.0, 20.0), 0.2) > 1  # 29 % more contrast: a harder picture
     assert DAY.distance(Lighting(120.0, 45.0, 0.5), 0.2) > 1  # grey: the camera's infrared night
-    assert Lighting(120.0, 45.0, 0.5).distance(Lighting(120.0, 45.0, 1.5), 0.2) <= 1  # compression of grey
+    assert Lighting(120.0, 45.0, 0.5).distance(Lighting(120.0, 45.0, 3.0), 0.2) <= 1  # compression of grey
+    assert Lighting(120.0, 45.0, 0.5).distance(Lighting(120.0, 45.0, 6.5), 0.2) <= 1  # a red car in a grey view
+
+
+def test_in_a_dark_scene_a_few_grey_levels_are_not_another_lighting() -> None:
+    dark = Lighting(8.0, 3.0, 0.0)
+    assert dark.distance(Lighting(10.0, 5.0, 0.0), 0.2) <= 1  # 25 % brighter, 67 % more contrast: two levels
+    assert dark.distance(Lighting(20.0, 3.0, 0.0), 0.2) > 1  # a lamp on
 
 
 def test_a_grey_frame_has_no_colour_and_a_coloured_one_has() -> None:
@@ -53,66 +62,97 @@ def test_a_grey_frame_has_no_colour_and_a_coloured_one_has() -> None:
 
 # -- choosing, learning, forgetting -----------------------------------------------------------
 
+NIGHT_LIGHT = Lighting(120.0, 60.0, 0.0)
+
+
 def test_a_switch_of_the_whole_picture_to_an_unknown_lighting_is_learned_at_once() -> None:
-    known = lightings(DAY)
-    assert known.observe(Lighting(120.0, 60.0, 0.0), new_picture=True, event_open=True) is Verdict.LEARN
+    assert lightings(DAY).observe(NIGHT_LIGHT, 0.0, new_picture=True, event_open=False) is Verdict.LEARN
 
 
-def test_a_gradual_change_is_scored_until_it_has_lasted_and_no_event_is_open() -> None:
-    known = lightings(DAY, settle=5)
+def test_a_gradual_change_is_scored_until_it_has_lasted_the_settle_time() -> None:
+    known = lightings(DAY, settle_s=0.5)
     dusk = Lighting(80.0, 30.0, 12.0)
-    assert [known.observe(dusk, new_picture=False, event_open=False) for _ in range(4)] == [Verdict.SCORE] * 4
-    # what changed the picture may be what the event is about: scored, not learned
-    assert known.observe(dusk, new_picture=False, event_open=True) is Verdict.SCORE
-    assert known.observe(dusk, new_picture=False, event_open=False) is Verdict.LEARN
+    verdicts = [known.observe(dusk, t / 10, new_picture=False, event_open=False) for t in range(7)]
+    assert verdicts == [Verdict.SCORE] * 5 + [Verdict.LEARN] * 2  # from 0.5 s on: frame time, not frames
+
+
+def test_nothing_is_learned_while_an_event_is_open_and_a_switch_is_learned_when_it_ends() -> None:
+    """What changed the picture may be what the event is about, and an event is never ended to
+    learn (a review: a box crossing through the switch was closed and learned as normal)."""
+    known = lightings(DAY)
+    assert known.observe(NIGHT_LIGHT, 0.0, new_picture=True, event_open=True) is Verdict.SCORE
+    assert known.observe(NIGHT_LIGHT, 0.1, new_picture=False, event_open=True) is Verdict.SCORE
+    assert known.observe(NIGHT_LIGHT, 0.2, new_picture=False, event_open=False) is Verdict.LEARN
 
 
 def test_a_known_lighting_is_taken_back_without_learning() -> None:
     night = Lighting(60.0, 30.0, 0.0)
     known = lightings(DAY, night)
-    known.use(known.profiles[0])
-    assert known.observe(Lighting(62.0, 31.0, 0.5), new_picture=True, event_open=False) is Verdict.SCORE
+    assert known.observe(Lighting(62.0, 31.0, 0.5), 0.0, new_picture=True, event_open=False) is Verdict.SCORE
     assert known.current.lighting == night
 
 
-def test_when_full_the_lighting_used_longest_ago_makes_room_and_the_current_one_stays() -> None:
-    dusk, night = Lighting(80.0, 30.0, 12.0), Lighting(60.0, 30.0, 0.0)
-    known = lightings(DAY, dusk, night, capacity=3)
-    known.use(known.profiles[0])  # DAY now; dusk was used longest ago
-    dropped = known.learned(Profile(Lighting(200.0, 20.0, 30.0), stats(2.0)))
-    assert dropped is not None and dropped.lighting == dusk
-    assert [p.lighting for p in known.profiles] == [DAY, night, Lighting(200.0, 20.0, 30.0)]
-    assert known.current is known.profiles[-1]
+def test_when_full_the_lighting_nearest_another_makes_room_so_the_day_outlives_the_dusk() -> None:
+    """A ramp from day to night learns its way down; dropping the lighting used longest ago
+    pushed out the day itself (a review: 7 learnings a day-night cycle with room for 4)."""
+    dusk, late_dusk, night = Lighting(90.0, 34.0, 14.0), Lighting(70.0, 28.0, 8.0), Lighting(40.0, 20.0, 0.0)
+    known = lightings(late_dusk, dusk, DAY, capacity=3)  # DAY used longest ago
+    dropped = known.learned(Profile(night, stats(2.0)))
+    assert dropped is not None and dropped.lighting in (dusk, late_dusk)
+    assert DAY in [p.lighting for p in known.profiles] and known.current.lighting == night
 
 
 def test_with_one_lighting_nothing_is_learned() -> None:
     known = lightings(DAY, capacity=1)
-    assert known.observe(Lighting(20.0, 5.0, 0.0), new_picture=True, event_open=False) is Verdict.SCORE
+    assert known.observe(Lighting(20.0, 5.0, 0.0), 0.0, new_picture=True, event_open=False) is Verdict.SCORE
 
 
-def test_statistics_from_before_lightings_take_the_first_lighting_seen(tmp_path: Path) -> None:
-    path = tmp_path / "cam.json"
-    path.write_text(json.dumps({"cell_mean": [[1.0] * 6] * 4, "cell_std": [[1.0] * 6] * 4, "n_frames": 150}))
-    _, [profile] = load_calibration(path)
-    assert profile.lighting is None
-    known = Lightings([profile], 2.0, capacity=4, tolerance=0.2, settle_frames=5)
-    assert known.observe(DAY, new_picture=False, event_open=False) is Verdict.SCORE
-    assert profile.lighting == DAY
+def test_a_file_from_a_larger_setting_keeps_its_most_recently_used_lightings() -> None:
+    known = Lightings([Profile(DAY, stats(), 1.0), Profile(NIGHT_LIGHT, stats(), 2.0)], 2.0, capacity=1,
+                      tolerance=0.2, settle_s=0.5)
+    assert [p.lighting for p in known.profiles] == [NIGHT_LIGHT]
+
+
+def test_the_lightings_survive_a_round_trip_through_their_file(tmp_path: Path) -> None:
+    # Every cell different, mean and std different from each other, fractions that float32 and
+    # JSON both hold exactly: a swapped, transposed, reset or rounded array cannot come back equal.
+    mean = np.array([[0.5, 1.25, 2.0], [3.75, 4.5, 5.125]], np.float32)
+    std = np.array([[0.25, 1.5, 3.0], [0.125, 7.75, 2.0625]], np.float32)
+    profiles = [Profile(DAY, CellStats(mean, std, 50), 100.5), Profile(NIGHT_LIGHT, CellStats(std, mean, 60), 7.0)]
+    save_calibration(tmp_path / "cal" / "cam.json", profiles, model_sha256="abc")
+    data, again = load_calibration(tmp_path / "cal" / "cam.json")
+    assert data["model_sha256"] == "abc" and [p.lighting for p in again] == [DAY, NIGHT_LIGHT]
+    np.testing.assert_array_equal(again[0].stats.mean, mean)
+    np.testing.assert_array_equal(again[0].stats.std, std)
+    np.testing.assert_array_equal(again[1].stats.mean, std)
+    assert again[0].stats.mean.dtype == again[0].stats.std.dtype == np.float32
+    assert [p.stats.frames for p in again] == [50, 60] and [p.last_used for p in again] == [100.5, 7.0]
+
+
+def test_a_file_from_before_lightings_is_recalibrated_rather_than_guessed(tmp_path: Path) -> None:
+    """Its lighting is not known: taking the first one seen labelled day statistics as the night
+    when the agent started at night (a review)."""
+    path = tmp_path / "cal" / "street.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"model_sha256": StreamingModel().info.sha256, "source": "street.mp4",
+                                "grid": [4, 6], "cell_mean": [[1.0] * 6] * 4, "cell_std": [[1.0] * 6] * 4,
+                                "n_frames": 150}))
+    assert make_pipeline(tmp_path, camera()).calibrating
 
 
 # -- a camera, with the real model ------------------------------------------------------------
 
-def camera(**calibration: object) -> CameraConfig:
-    return CameraConfig(name="street", source="street.mp4", fps=10,
+def camera(detector: dict[str, float] | None = None, **calibration: object) -> CameraConfig:
+    return CameraConfig(name="street", source="street.mp4", fps=10, detector=detector or {},
                         calibration={"frames": CALIBRATION, **calibration})
 
 
-def run(pipeline: CameraPipeline, frames: list[np.ndarray], start: int = 0) -> list[int]:
-    """Feed ``frames`` (numbered from ``start``); the frames where an event started."""
+def run(pipeline: CameraPipeline, frames: list[np.ndarray], start: int = 0, generation: int = 1) -> list[int]:
+    """Feed ``frames`` (numbered from ``start``); the frames where an event started, counted from ``start``."""
     starts = []
     for index, image in enumerate(frames, start):
         was_open = pipeline.event_open
-        pipeline.process(Frame(image, index, float(index), index / 10, 1))
+        pipeline.process(Frame(image, index, float(index), index / 10, generation))
         if pipeline.event_open and not was_open:
             starts.append(index - start)
     return starts
@@ -174,3 +214,33 @@ def test_a_light_on_for_a_moment_is_not_learned(tmp_path: Path, street: list[np.
     lit = [tone(frame, 1.5, 20.0) for frame in street[100:102]]
     assert run(pipeline, lit + street[102:160], 100) == []
     assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 1  # type: ignore[union-attr]
+
+
+def test_an_event_open_at_the_switch_goes_on_and_the_night_is_learned_once_it_ends(
+    tmp_path: Path, street: list[np.ndarray],
+) -> None:
+    """A box crossing when the lights switch: its event is not ended to learn the night (which
+    would learn the box as normal); the night is learned at the first frame after the event."""
+    pipeline = make_pipeline(tmp_path, camera(detector={"max_event_s": 5.0}))
+    run(pipeline, street[:100])
+    frames = crossing(street[100:140], 0)
+    frames[10:] = [NIGHT(frame) for frame in frames[10:]]  # the switch, with the box half-way
+    starts = run(pipeline, frames, 100)
+    assert len(starts) == 1 and starts[0] < 10  # the box's, before the switch
+    assert pipeline.event_open and not pipeline.calibrating  # through the switch, still the box's event
+    night = [NIGHT(frame) for frame in street[140:300]]
+    run(pipeline, night[:20], 140)  # the night scored against the day: open until max_event_s
+    assert not pipeline.event_open and pipeline.calibrating  # ended by the detector, then learned
+    assert run(pipeline, night[20:100], 160) == []
+    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
+    assert run(pipeline, night[100:160], 240) == []
+
+
+def test_a_reconnect_into_another_lighting_is_learned_as_a_switch(tmp_path: Path, street: list[np.ndarray]) -> None:
+    """After a reconnect the model has no frame to compare with, so it sees no switch; a source
+    that comes back at night is a new picture all the same (a review: it opened an event that
+    kept the night from being learned)."""
+    pipeline = make_pipeline(tmp_path, camera())
+    run(pipeline, street[:100])
+    assert run(pipeline, [NIGHT(frame) for frame in street[100:300]], 100, generation=2) == []
+    assert len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]

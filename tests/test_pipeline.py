@@ -75,3 +75,30 @@ def test_a_reconnect_resets_the_model_state(tmp_path: Path) -> None:
     feed(fresh, scene, range(5, 6), generation=1)
     feed(pipeline, scene, range(5, 6), generation=2)
     assert np.array_equal(pipeline.state, fresh.state)
+
+
+def test_a_camera_disarmed_during_an_event_and_armed_again_raises_the_next_one(tmp_path: Path) -> None:
+    """Disarming ends the open event, and the detector's with it: left active, the detector went
+    on deciding an event the reporter had closed, and none could start after re-arming (a review)."""
+    camera = CameraConfig(name="cam", source="synthetic", calibration={"frames": 30}, detector={"cooldown_s": 0},
+                          synthetic={"anomaly": None})
+    scene = SyntheticScene(camera.synthetic)  # type: ignore[arg-type]
+    pipeline = make_pipeline(tmp_path, camera)
+    feed(pipeline, scene, range(60))
+
+    def box_crossing(frames: range) -> list[bool]:
+        open_after = []
+        for step, index in enumerate(frames):
+            image = scene.frame_at(index)
+            image[150:170, 10 + 10 * step: 30 + 10 * step] = 250
+            pipeline.process(Frame(image, index, float(index), index / 10, 1))
+            open_after.append(pipeline.event_open)
+        return open_after
+
+    assert any(box_crossing(range(60, 80)))
+    pipeline.armed = False
+    feed(pipeline, scene, range(80, 81))
+    assert not pipeline.event_open
+    pipeline.armed = True
+    feed(pipeline, scene, range(81, 100))
+    assert any(box_crossing(range(100, 120)))
