@@ -344,7 +344,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(json.dumps({"path": str(out), **result.record, "n_frames": result.stats.frames,
                       "lighting": asdict(result.lighting), "lightings_kept": len(kept)}) if args.json
           else format_result(result, out, camera.name, kept))
+    if args.config and not args.out:
+        _note_a_running_agent(config.state_dir, camera.name)
     return 0
+
+
+def _note_a_running_agent(state_dir: Path, camera: str) -> None:
+    """A running agent reads a camera's calibration file when the camera starts, and rewrites it
+    from what it holds when it next learns a lighting: say so, or the file just written is lost."""
+    from agent.state_lock import running_agent
+
+    try:
+        pid = running_agent(state_dir)
+    except UserError:
+        return  # an agent starting: it reads the file as the camera starts
+    if pid is not None:
+        print(f"note: an edge-agent (pid {pid}) runs on this state_dir; camera {camera} reads the file when it "
+              f"starts: restart it (the restart_camera command, or systemctl restart edge-agent), or the agent "
+              "keeps its own statistics and overwrites the file when it next learns a lighting", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

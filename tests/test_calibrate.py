@@ -7,6 +7,7 @@ import io
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from agent.broker import LocalBroker
 from agent.calibrate import CalibrationResult, format_result, smooth, suggest_threshold
 from agent.capture import FrameSlot
 from agent.cli import main
@@ -27,6 +29,7 @@ from agent.pipeline import CameraPipeline
 from agent.scoring import CellScorer, CellStats
 from agent.sources.synthetic import SyntheticScene
 from agent.stream import ModelStream
+from tests.conftest import AgentProcess
 
 SEED = 3
 
@@ -211,3 +214,20 @@ def test_calibrating_on_night_footage_adds_the_night_to_the_day_and_again_replac
     assert "kept from the file: 1 other lighting(s)" in text
     _, again = calibrate("day")
     assert sorted(again) == sorted(both)
+
+
+def test_calibrating_beside_a_running_agent_says_the_camera_must_be_restarted_to_read_it(
+        tmp_path: Path, broker: LocalBroker, start_agent: Callable[..., AgentProcess],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent reads the file when the camera starts, and rewrites it when it learns a lighting."""
+    config = {"device_id": "d", "mqtt": {"port": broker.port},
+              "cameras": [{"name": "yard", "source": "synthetic", "synthetic": {"anomaly": None}}]}
+    agent = start_agent(config)
+    assert agent.wait_for_log("calibrating on the first", 30), agent.log
+    footage = tmp_path / "yard"
+    footage.mkdir()
+    scene = SyntheticScene(SyntheticConfig(anomaly=None))
+    for index in range(30):
+        assert cv2.imwrite(str(footage / f"{index:03d}.png"), scene.frame_at(index))
+    assert main(["calibrate", "--config", str(tmp_path / "agent-0.yaml"), "--source", str(footage)]) == 0
+    assert f"note: an edge-agent (pid {agent.process.pid}) runs on this state_dir" in capsys.readouterr().err
