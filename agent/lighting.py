@@ -225,18 +225,20 @@ class Lightings:
     def learned(self, profile: Profile) -> Profile | None:
         """Add a learned lighting and score with it from now; returns the one it replaced, if any.
 
-        When full, the lighting nearest another one makes room (not the one used longest ago:
-        a dusk learned on the way from day to night would push out the day), so the known
-        lightings spread over the range the camera sees."""
+        When full, the lighting nearest another makes room (not the one used longest ago:
+        a dusk learned on the way from day to night would push out the day), and of two as near
+        each other, the one with a second neighbour nearer (the inner one of a chain of dusks,
+        not the day at its end), so the known lightings spread over the range the camera sees."""
         dropped = None
         if len(self.profiles) >= self.capacity:
             everyone = [*self.profiles, profile]
 
-            def crowding(candidate: Profile) -> tuple[float, float]:
+            def crowding(candidate: Profile) -> tuple[float, ...]:
                 lighting = candidate.lighting
-                near = min(self.distance(other, lighting) for other in everyone if other is not candidate) \
-                    if lighting is not None else -math.inf
-                return near, candidate.last_used
+                if lighting is None:
+                    return (-math.inf,)
+                near = sorted(self.distance(other, lighting) for other in everyone if other is not candidate)
+                return near[0], near[1] if len(near) > 1 else math.inf, candidate.last_used
 
             dropped = min(self.profiles, key=crowding)
             self.profiles.remove(dropped)

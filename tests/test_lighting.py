@@ -102,6 +102,17 @@ def test_when_full_the_lighting_nearest_another_makes_room_so_the_day_outlives_t
     assert DAY in [p.lighting for p in known.profiles] and known.current.lighting == night
 
 
+def test_a_day_to_night_ramp_keeps_the_day_and_the_night_when_full() -> None:
+    """Each step of the ramp is as far from the one before as the next: of two neighbours, the
+    inner one makes room (a review: the tie dropped the day at every dusk with room for 4)."""
+    ramp = [Lighting(120.0 * 0.75 ** step, 45.0 * 0.75 ** step, 20.0 * 0.75 ** step) for step in range(8)]
+    known = lightings(ramp[0], capacity=4)
+    for lighting in ramp[1:]:
+        known.learned(Profile(lighting, stats()))
+    kept = [p.lighting for p in known.profiles]
+    assert ramp[0] in kept and ramp[-1] in kept and len(kept) == 4
+
+
 def test_with_one_lighting_nothing_is_learned() -> None:
     known = lightings(DAY, capacity=1)
     assert known.observe(Lighting(20.0, 5.0, 0.0), 0.0, new_picture=True, event_open=False) is Verdict.SCORE
