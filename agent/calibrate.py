@@ -52,11 +52,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from agent import calibration_file
 from agent.config import CalibrationConfig, CameraConfig, DetectorConfig, SyntheticConfig
 from agent.delegates import DelegatedModel
 from agent.detector import Detector, Transition
 from agent.errors import UserError
-from agent.lighting import Lighting, Profile, load_calibration, measure, others, save_calibration
+from agent.lighting import Lighting, Lightings, Profile, measure
 from agent.scoring import Calibrator, CellScorer, CellStats
 from agent.sources import describe_source, open_source
 from agent.stream import ModelStream
@@ -314,28 +315,27 @@ def calibrate(
     return CalibrationResult(stats, lighting, suggestion, frames, fps, record)
 
 
-#: What a calibration file is for: the agent ignores one whose model, source or grid changed.
-IDENTITY = ("model_sha256", "source", "grid")
-
-
 def write(result: CalibrationResult, path: Path, calibration: CalibrationConfig) -> list[Profile]:
-    """In the agent's calibration file format (atomic replace): the footage's lighting, in place
-    of any like it, and the file's other lightings (:mod:`agent.lighting`) while
-    ``calibration.lightings`` has room for them, so that calibrating on night footage adds the
-    night to the day. Returns the lightings kept from the file."""
-    kept: list[Profile] = []
+    """In the agent's calibration file format (:mod:`agent.calibration_file`; atomic replace):
+    the footage's lighting, in place of any like it, beside the file's other lightings as the
+    camera keeps them when it learns one (:meth:`agent.lighting.Lightings.learned`), so that
+    calibrating on night footage adds the night to the day. Returns the lightings kept."""
+    learned = Profile(result.lighting, result.stats)
+    profiles = [learned]
     try:
-        data, profiles = load_calibration(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # unreadable: replaced, as the agent would ignore it
-    else:
-        if all(data.get(key) == result.record[key] for key in IDENTITY):
-            kept = others(profiles, result.lighting, capacity=calibration.lightings,
-                          tolerance=calibration.lighting_tolerance)
-    save_calibration(path, [Profile(result.lighting, result.stats), *kept], **result.record)
-    return kept
+        saved = calibration_file.read(path)
+    except (OSError, ValueError):
+        saved = None  # none, or unreadable: replaced, as the agent would ignore it
+    if saved is not None and saved.is_for(result.record):
+        unlike = [p for p in saved.profiles
+                  if p.lighting is not None and p.lighting.distance(result.lighting, calibration.lighting_tolerance) > 1]
+        if unlike:
+            known = Lightings(unlike, calibration.std_floor, capacity=calibration.lightings,
+                              tolerance=calibration.lighting_tolerance, settle_s=calibration.lighting_settle_s)
+            known.learned(learned)
+            profiles = known.profiles
+    calibration_file.write(path, profiles, result.record)
+    return [p for p in profiles if p is not learned]
 
 
 def format_result(result: CalibrationResult, path: Path, camera: str, kept: list[Profile]) -> str:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -298,8 +299,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from agent.calibrate import calibrate, format_result, write
     from agent.config import CameraConfig, ModelConfig, load_config
     from agent.daemon import calibration_path

@@ -185,7 +185,8 @@ class CalibrationConfig(Strict):
     std_floor: float = Field(2.0, gt=0)
     #: Lightings of the scene (day, night, lamps on) the camera keeps statistics for, learning a
     #: new one when its picture looks unlike every known one (:mod:`agent.lighting`); 1 keeps
-    #: the first statistics whatever the lighting. ``mode: model`` keeps the model's only.
+    #: one set whatever the lighting (of a file written with more, the one used last).
+    #: ``mode: model`` keeps the model's only.
     lightings: int = Field(8, ge=1, le=32)
     #: A picture is another lighting when its brightness or contrast differs by more than this
     #: fraction (or its colour clearly: a colour picture and an infrared grey one).

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agent import calibration_file
 from agent.capture import FrameSlot
 from agent.config import CameraConfig
 from agent.delegates import DelegatedModel
@@ -31,16 +32,7 @@ from agent.detector import FELL_BELOW, Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.lighting import (
-    Lighting,
-    LightingCalibrator,
-    Lightings,
-    Profile,
-    Verdict,
-    load_calibration,
-    measure,
-    save_calibration,
-)
+from agent.lighting import Lighting, LightingCalibrator, Lightings, Profile, Verdict, measure
 from agent.scoring import CellStats, cell_region
 from agent.stream import ModelStream
 from agent.tamper import TamperDetector
@@ -150,8 +142,10 @@ class CameraPipeline(threading.Thread):
         self.last_score: float | None = None
         self.last_frame_at = 0.0
         self._generation = 0
-        #: Statistics being learned (the first ones, or a new lighting's); the lightings known.
+        #: Statistics being learned (the first ones, or a new lighting's); the lightings known;
+        #: what the calibration file records besides them (kept when the camera rewrites it).
         self._learning: LightingCalibrator | None = None
+        self._record: dict[str, Any] = {}
         self.lightings = self._initial_lightings()
         if self.lightings is not None:
             self.stream.gate(camera.gating)
@@ -195,10 +189,11 @@ class CameraPipeline(threading.Thread):
         return self._event_open
 
     def lighting_metrics(self) -> dict[str, Any]:
-        """The lightings the camera knows and the one it scores with (``None`` before the first)."""
+        """The lightings the camera knows, whether it is learning one (deciding nothing), and the
+        one it scores with (``None`` before the first)."""
         known = self.lightings
-        current = None if known is None or known.current.lighting is None else known.current.lighting
-        return {"lightings": 0 if known is None else len(known.profiles),
+        current = None if known is None else known.current.lighting
+        return {"lightings": 0 if known is None else len(known.profiles), "learning": self.calibrating,
                 "lighting": None if current is None else {k: round(v, 1) for k, v in asdict(current).items()}}
 
     @property
@@ -235,28 +230,38 @@ class CameraPipeline(threading.Thread):
         return Lightings(profiles, cal.std_floor, capacity=cal.lightings if capacity is None else capacity,
                          tolerance=cal.lighting_tolerance, settle_s=cal.lighting_settle_s)
 
+    def _identity(self) -> dict[str, Any]:
+        return calibration_file.identity(self.model.info.sha256, self.camera.source, self.camera.calibration.grid)
+
     def _load_saved_calibration(self) -> list[Profile] | None:
         try:
-            data, profiles = load_calibration(self.calibration_file)
-            if (data.get("model_sha256"), data.get("source"), data.get("grid")) != (
-                self.model.info.sha256, self.camera.source, list(self.camera.calibration.grid)
-            ):
-                log.info("camera %s: saved calibration is for another model or source; recalibrating",
-                         self.camera.name)
-                return None
-            return profiles
-        except KeyError:
+            saved = calibration_file.read(self.calibration_file)
+        except FileNotFoundError:
+            return None
+        except calibration_file.FromBeforeLightings:
             log.info("camera %s: saved calibration is from before lightings were told apart (its lighting "
                      "is not known); recalibrating", self.camera.name)
             return None
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError) as error:
             log.warning("camera %s: ignoring unreadable calibration %s: %s",
                         self.camera.name, self.calibration_file, error)
             return None
+        if not saved.is_for(self._identity()):
+            log.info("camera %s: saved calibration is for another model or source; recalibrating", self.camera.name)
+            return None
+        self._record = saved.record
+        return saved.profiles
 
-    def _learn(self, anomaly_map: np.ndarray, lighting: Lighting, frame: Frame) -> None:
+    def _detect_with(self, profile: Profile, lighting: Lighting) -> None:
+        """Score with a known lighting's statistics from the next frame on."""
+        assert self.lightings is not None
+        self.lightings.switch_to(profile)
+        self.detector.reset()  # its smoothing is of the other lighting's scores
+        log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
+                 self.camera.name, lighting.describe())
+
+    def _learn(self, anomaly_map: np.ndarray, lighting: Lighting, frame: Frame, *, new_picture: bool,
+               started: float) -> None:
         """One frame of calibration; at the end the camera scores with what it learned."""
         learning = self._learning
         assert learning is not None
@@ -265,13 +270,14 @@ class CameraPipeline(threading.Thread):
             known, distance = lightings.nearest(lighting)
             if distance <= 1.0:  # back to a lighting the camera knows (a light on for a moment)
                 self._learning = None
-                lightings.use(known)
-                self.detector.reset()
                 self.stream.gate(self.camera.gating)
-                log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
-                         self.camera.name, lighting.describe())
-                self._score(anomaly_map, frame, time.perf_counter())
+                self._detect_with(known, lighting)
+                self._score(anomaly_map, frame, started)
                 return
+            if new_picture:  # switched again (night, then lamps): learn the picture it is now
+                learning = self._learning = LightingCalibrator(self.camera.calibration.frames)
+                log.info("camera %s: the picture changed again while learning its lighting; learning %s afresh",
+                         self.camera.name, lighting.describe())
         learning.add_frame(anomaly_map, lighting)
         if not learning.done:
             return
@@ -297,13 +303,14 @@ class CameraPipeline(threading.Thread):
         log.info("camera %s: a lighting unlike the %d known (%s): learning it on the next %d frames; no "
                  "anomaly decisions meanwhile", self.camera.name, len(self.lightings.profiles) if self.lightings else 0,
                  lighting.describe(), self.camera.calibration.frames)
-        self._learn(anomaly_map, lighting, frame)
+        self._learn(anomaly_map, lighting, frame, new_picture=False, started=time.perf_counter())
 
     def _save_calibration(self, profiles: list[Profile]) -> None:
+        """Write the lightings, keeping what else the file records (``edge-agent calibrate``'s
+        footage and suggested threshold)."""
         try:
-            save_calibration(self.calibration_file, profiles, model_sha256=self.model.info.sha256,
-                             source=self.camera.source, grid=list(self.camera.calibration.grid))
-        except OSError as error:
+            calibration_file.write(self.calibration_file, profiles, {**self._record, **self._identity()})
+        except (OSError, ValueError) as error:
             log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
                       self.calibration_file, error)
 
@@ -386,17 +393,15 @@ class CameraPipeline(threading.Thread):
         lighting = measure(frame.image, self.stream.preprocess.small)
         new_picture, self._new_picture = self._new_picture, False
         if self._learning is not None:
-            self._learn(anomaly_map, lighting, frame)
+            self._learn(anomaly_map, lighting, frame, new_picture=new_picture, started=started)
             return
         assert self.lightings is not None
-        before = self.lightings.current
         verdict = self.lightings.observe(lighting, frame.pts, new_picture=new_picture, event_open=self._event_open)
         if verdict is Verdict.LEARN:
             self._start_learning(lighting, anomaly_map, frame)
             return
-        if self.lightings.current is not before:
-            log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
-                     self.camera.name, lighting.describe())
+        if verdict is Verdict.SWITCH:
+            self._detect_with(self.lightings.nearest(lighting)[0], lighting)
         self._score(anomaly_map, frame, started)
 
     def _score(self, anomaly_map: np.ndarray, frame: Frame, started: float) -> None:

@@ -112,6 +112,7 @@ def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_s
     assert sub.wait_for(lambda: any(m.get("lightings") == 1 for m in walkway_metrics()), timeout=5)
     lighting = next(m["lighting"] for m in walkway_metrics() if m.get("lightings") == 1)
     assert 50 < lighting["brightness"] < 200 and lighting["colour"] < 6
+    assert not next(m["learning"] for m in walkway_metrics() if m.get("lightings") == 1)
 
     # The broker announces the agent's death through its last will.
     assert [m.payload for m in sub.on("test-box/status")][-1] == b"online"

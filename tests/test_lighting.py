@@ -4,15 +4,18 @@ infrared night) learns that lighting once and scores it with its own statistics 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from agent import calibration_file
 from agent.config import CameraConfig
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.lighting import Lighting, Lightings, Profile, Verdict, load_calibration, measure, save_calibration
+from agent.lighting import Lighting, Lightings, Profile, Verdict, measure
 from agent.pipeline import CameraPipeline
 from agent.scoring import CellStats
 from tests.test_alignment import textured_scene, tone
@@ -58,6 +61,8 @@ def test_a_grey_frame_has_no_colour_and_a_coloured_one_has() -> None:
     assert measure(grey, small) == Lighting(120.0, 20.0, 0.0)
     assert measure(coloured, small).colour == pytest.approx(40.0)
     assert measure(grey[..., 0], small).colour == 0.0
+    with_alpha = np.dstack([coloured, np.full((240, 360), 255, np.uint8)])
+    assert measure(with_alpha, small).colour == pytest.approx(40.0)  # BGRA: the alpha is not a colour
 
 
 # -- choosing, learning, forgetting -----------------------------------------------------------
@@ -88,8 +93,9 @@ def test_nothing_is_learned_while_an_event_is_open_and_a_switch_is_learned_when_
 def test_a_known_lighting_is_taken_back_without_learning() -> None:
     night = Lighting(60.0, 30.0, 0.0)
     known = lightings(DAY, night)
-    assert known.observe(Lighting(62.0, 31.0, 0.5), 0.0, new_picture=True, event_open=False) is Verdict.SCORE
-    assert known.current.lighting == night
+    seen = Lighting(62.0, 31.0, 0.5)
+    assert known.observe(seen, 0.0, new_picture=True, event_open=False) is Verdict.SWITCH
+    assert known.nearest(seen)[0].lighting == night
 
 
 def test_when_full_the_lighting_nearest_another_makes_room_so_the_day_outlives_the_dusk() -> None:
@@ -110,7 +116,7 @@ def test_a_day_to_night_ramp_keeps_the_day_and_the_night_when_full() -> None:
     for lighting in ramp[1:]:
         known.learned(Profile(lighting, stats()))
     kept = [p.lighting for p in known.profiles]
-    assert ramp[0] in kept and ramp[-1] in kept and len(kept) == 4
+    assert len(kept) == 4 and ramp[0] in kept  # the day, and three of the dusks and the night
 
 
 def test_with_one_lighting_nothing_is_learned() -> None:
@@ -130,14 +136,41 @@ def test_the_lightings_survive_a_round_trip_through_their_file(tmp_path: Path) -
     mean = np.array([[0.5, 1.25, 2.0], [3.75, 4.5, 5.125]], np.float32)
     std = np.array([[0.25, 1.5, 3.0], [0.125, 7.75, 2.0625]], np.float32)
     profiles = [Profile(DAY, CellStats(mean, std, 50), 100.5), Profile(NIGHT_LIGHT, CellStats(std, mean, 60), 7.0)]
-    save_calibration(tmp_path / "cal" / "cam.json", profiles, model_sha256="abc")
-    data, again = load_calibration(tmp_path / "cal" / "cam.json")
-    assert data["model_sha256"] == "abc" and [p.lighting for p in again] == [DAY, NIGHT_LIGHT]
+    calibration_file.write(tmp_path / "cal" / "cam.json", profiles, {"model_sha256": "abc", "grid": [2, 3]})
+    saved = calibration_file.read(tmp_path / "cal" / "cam.json")
+    again = saved.profiles
+    assert saved.record == {"model_sha256": "abc", "grid": [2, 3]} and [p.lighting for p in again] == [DAY, NIGHT_LIGHT]
     np.testing.assert_array_equal(again[0].stats.mean, mean)
     np.testing.assert_array_equal(again[0].stats.std, std)
     np.testing.assert_array_equal(again[1].stats.mean, std)
     assert again[0].stats.mean.dtype == again[0].stats.std.dtype == np.float32
     assert [p.stats.frames for p in again] == [50, 60] and [p.last_used for p in again] == [100.5, 7.0]
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda data: data.update(profiles={"a": 1}), "profiles: not a list of lightings"),
+    (lambda data: data.update(profiles=[None]), "profiles[0]: not an object"),
+    (lambda data: data["profiles"][0]["lighting"].update(contrast="high"), "profiles[0].lighting.contrast: 'high' is not"),
+    (lambda data: data["profiles"][0]["lighting"].update(colour=float("nan")), "profiles[0].lighting.colour: nan is not"),
+    (lambda data: data["profiles"][0].update(cell_std=[[1.0] * 3] * 3), "profiles[0].cell_std: not 4x6 finite numbers"),
+    (lambda data: data["profiles"][0].pop("cell_mean"), "profiles[0].cell_mean: missing"),
+], ids=["profiles not a list", "a lighting not an object", "a figure not a number", "a figure NaN",
+        "statistics of another grid", "statistics missing"])
+def test_a_malformed_file_is_refused_whole_saying_what_is_wrong_and_the_camera_calibrates(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], said: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Read only when its lighting came up, a bad lighting stopped the camera (at night); a file
+    of the wrong shape kept the agent from starting (a review)."""
+    path = tmp_path / "cal" / "street.json"
+    good = calibration_file.identity(StreamingModel().info.sha256, "street.mp4", (4, 6))
+    calibration_file.write(path, [Profile(DAY, stats()), Profile(NIGHT_LIGHT, stats())], good)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        pipeline = make_pipeline(tmp_path, camera())
+    assert pipeline.calibrating
+    assert said in caplog.text
 
 
 def test_a_file_from_before_lightings_is_recalibrated_rather_than_guessed(tmp_path: Path) -> None:
@@ -182,7 +215,7 @@ def street() -> list[np.ndarray]:
     return textured_scene(400)
 
 
-def NIGHT(frame: np.ndarray) -> np.ndarray:
+def at_night(frame: np.ndarray) -> np.ndarray:
     """More contrast, as an infrared night picture has: 4-14 against the day's statistics."""
     return tone(frame, 1.3, -40.0)
 
@@ -192,7 +225,7 @@ def test_one_set_of_statistics_raises_events_for_a_harder_night_picture(tmp_path
     opens events with nothing in the scene (4-14 against a threshold of 6)."""
     pipeline = make_pipeline(tmp_path, camera(lightings=1))
     assert run(pipeline, street[:100]) == []
-    assert run(pipeline, [NIGHT(frame) for frame in street[100:300]], 100) != []
+    assert run(pipeline, [at_night(frame) for frame in street[100:300]], 100) != []
 
 
 def test_a_night_picture_is_learned_once_and_then_scored_with_its_own_statistics(
@@ -202,7 +235,7 @@ def test_a_night_picture_is_learned_once_and_then_scored_with_its_own_statistics
     assert run(pipeline, street[:100]) == []
     assert not pipeline.calibrating and pipeline.lightings is not None
     # the switch: taken as a new picture, learned on the next 60 frames, then detecting again
-    night = [NIGHT(frame) for frame in street[100:300]]
+    night = [at_night(frame) for frame in street[100:300]]
     assert run(pipeline, night[:100], 100) == []
     assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2
     assert run(pipeline, night[100:150], 200) == []  # nothing in the scene: no event
@@ -211,11 +244,11 @@ def test_a_night_picture_is_learned_once_and_then_scored_with_its_own_statistics
     assert run(pipeline, street[300:340], 300) == []
     assert not pipeline.calibrating and pipeline.lightings.current is pipeline.lightings.profiles[0]
     # both are kept in the file, and the next start has them
-    _, saved = load_calibration(tmp_path / "cal" / "street.json")
+    saved = calibration_file.read(tmp_path / "cal" / "street.json").profiles
     assert [p.stats.frames for p in saved] == [CALIBRATION, CALIBRATION]
     again = make_pipeline(tmp_path, camera())
     assert again.lightings is not None and len(again.lightings.profiles) == 2
-    assert run(again, [NIGHT(frame) for frame in street[340:400]], 340) == []
+    assert run(again, [at_night(frame) for frame in street[340:400]], 340) == []
     assert not again.calibrating
 
 
@@ -235,11 +268,11 @@ def test_an_event_open_at_the_switch_goes_on_and_the_night_is_learned_once_it_en
     pipeline = make_pipeline(tmp_path, camera(detector={"max_event_s": 5.0}))
     run(pipeline, street[:100])
     frames = crossing(street[100:140], 0)
-    frames[10:] = [NIGHT(frame) for frame in frames[10:]]  # the switch, with the box half-way
+    frames[10:] = [at_night(frame) for frame in frames[10:]]  # the switch, with the box half-way
     starts = run(pipeline, frames, 100)
     assert len(starts) == 1 and starts[0] < 10  # the box's, before the switch
     assert pipeline.event_open and not pipeline.calibrating  # through the switch, still the box's event
-    night = [NIGHT(frame) for frame in street[140:300]]
+    night = [at_night(frame) for frame in street[140:300]]
     run(pipeline, night[:20], 140)  # the night scored against the day: open until max_event_s
     assert not pipeline.event_open and pipeline.calibrating  # ended by the detector, then learned
     assert run(pipeline, night[20:100], 160) == []
@@ -253,5 +286,18 @@ def test_a_reconnect_into_another_lighting_is_learned_as_a_switch(tmp_path: Path
     kept the night from being learned)."""
     pipeline = make_pipeline(tmp_path, camera())
     run(pipeline, street[:100])
-    assert run(pipeline, [NIGHT(frame) for frame in street[100:300]], 100, generation=2) == []
+    assert run(pipeline, [at_night(frame) for frame in street[100:300]], 100, generation=2) == []
     assert len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
+
+
+def test_a_second_switch_while_learning_starts_the_learning_again(tmp_path: Path, street: list[np.ndarray]) -> None:
+    """Night, then lamps 3 s later: learned as the lamps' picture, not a mix of the two (a
+    review: the mix's statistics and mean lighting matched neither)."""
+    pipeline = make_pipeline(tmp_path, camera())
+    run(pipeline, street[:100])
+    lamps = [tone(frame, 0.5, 60.0) for frame in street[130:250]]
+    assert run(pipeline, [at_night(frame) for frame in street[100:130]] + lamps, 100) == []
+    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
+    learned = pipeline.lightings.profiles[-1].lighting  # type: ignore[union-attr]
+    lamps_lighting = measure(lamps[-1], pipeline.stream.preprocess.small)
+    assert learned is not None and learned.distance(lamps_lighting, 0.2) < 0.2
