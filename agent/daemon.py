@@ -276,7 +276,7 @@ class Agent:
                 "dropped_frames": runtime.slot.dropped,
                 "reconnects": runtime.capture.reconnects,
                 "picture_changes": pipeline.stream.picture_changes,
-                **pipeline.lighting_metrics(),
+                **pipeline.statistics.metrics(),
                 "score": None if pipeline.last_score is None else round(pipeline.last_score, 3),
                 "events": pipeline.reporter.events_started,
                 "stages_ms": pipeline.times.summary(),

@@ -59,7 +59,7 @@ class AgentCollector(Collector):
             cameras["dropped"].add_metric([name], runtime.slot.dropped)
             cameras["reconnects"].add_metric([name], runtime.capture.reconnects)
             cameras["picture_changes"].add_metric([name], pipeline.stream.picture_changes)
-            cameras["lightings"].add_metric([name], pipeline.lighting_metrics()["lightings"])
+            cameras["lightings"].add_metric([name], pipeline.statistics.metrics()["lightings"])
             cameras["events"].add_metric([name], pipeline.reporter.events_started)
             if pipeline.last_score is not None:
                 cameras["score"].add_metric([name], pipeline.last_score)

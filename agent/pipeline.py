@@ -3,7 +3,8 @@
 Runs in its own thread, taking frames from the capture thread's slot. The GRU state lives here,
 one per camera, and is reset to zero whenever the source (re)opens; the first ``warmup_frames``
 after a reset are skipped (start-up transient). Until the camera has per-cell statistics (see
-:mod:`agent.scoring`) it calibrates instead of deciding. Reporting (event bookkeeping, snapshots,
+:mod:`agent.scoring`), and while it learns those of a new lighting
+(:mod:`agent.camera_statistics`), it calibrates instead of deciding. Reporting (event bookkeeping, snapshots,
 outbox commits) runs in the camera's report thread, in order, so the analysis does not stop
 for it.
 """
@@ -17,14 +18,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from agent import calibration_file
+from agent.camera_statistics import CameraStatistics, Step
 from agent.capture import FrameSlot
 from agent.config import CameraConfig
 from agent.delegates import DelegatedModel
@@ -32,8 +31,8 @@ from agent.detector import FELL_BELOW, Detector, Transition
 from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
-from agent.lighting import Lighting, LightingCalibrator, Lightings, Profile, Verdict, measure
-from agent.scoring import CellStats, cell_region
+from agent.lighting import measure
+from agent.scoring import cell_region
 from agent.stream import ModelStream
 from agent.tamper import TamperDetector
 
@@ -142,13 +141,8 @@ class CameraPipeline(threading.Thread):
         self.last_score: float | None = None
         self.last_frame_at = 0.0
         self._generation = 0
-        #: Statistics being learned (the first ones, or a new lighting's); the lightings known;
-        #: what the calibration file records besides them (kept when the camera rewrites it).
-        self._learning: LightingCalibrator | None = None
-        self._record: dict[str, Any] = {}
-        self.lightings = self._initial_lightings()
-        if self.lightings is not None:
-            self.stream.gate(camera.gating)
+        self.statistics = CameraStatistics(camera, model.info, calibration_file)
+        self._gate()
         #: The model took a new picture since the last frame scored (the whole picture changed).
         self._new_picture = False
         self._last_frame: Frame | None = None
@@ -188,131 +182,14 @@ class CameraPipeline(threading.Thread):
         """Whether the camera has an anomaly event open (as decided; reported in order)."""
         return self._event_open
 
-    def lighting_metrics(self) -> dict[str, Any]:
-        """The lightings the camera knows, whether it is learning one (deciding nothing), and the
-        one it scores with (``None`` before the first)."""
-        known = self.lightings
-        current = None if known is None else known.current.lighting
-        return {"lightings": 0 if known is None else len(known.profiles), "learning": self.calibrating,
-                "lighting": None if current is None else {k: round(v, 1) for k, v in asdict(current).items()}}
-
     @property
     def calibrating(self) -> bool:
         """Learning statistics (at the start, or of a new lighting): no anomaly decisions."""
-        return self._learning is not None
+        return self.statistics.calibrating
 
-    # -- calibration ----------------------------------------------------------------------
-    def _initial_lightings(self) -> Lightings | None:
-        cal = self.camera.calibration
-        if cal.mode == "model":
-            stats_json = self.model.info.sidecar.get("calibration")
-            if stats_json and list(stats_json.get("grid", [])) != list(cal.grid):
-                log.warning("camera %s: the model's calibration is for grid %s, not %s; calibrating on "
-                            "this camera", self.camera.name, stats_json.get("grid"), list(cal.grid))
-            elif not stats_json:
-                log.warning("camera %s: model has no calibration statistics; calibrating on this camera",
-                            self.camera.name)
-            else:  # the training footage's statistics: one lighting, nothing learned
-                return self._lightings([Profile(None, CellStats.from_json(stats_json))], capacity=1)
-        profiles = self._load_saved_calibration()
-        if profiles is not None:
-            log.info("camera %s: using calibration from %s (%s)", self.camera.name, self.calibration_file,
-                     "; ".join(f"{p.stats.frames} frames" + (f" at {p.lighting.describe()}" if p.lighting else "")
-                               for p in profiles))
-            return self._lightings(profiles)
-        self._learning = LightingCalibrator(cal.frames)
-        log.info("camera %s: calibrating on the first %d frames; keep the scene normal meanwhile",
-                 self.camera.name, cal.frames)
-        return None
-
-    def _lightings(self, profiles: list[Profile], capacity: int | None = None) -> Lightings:
-        cal = self.camera.calibration
-        return Lightings(profiles, cal.std_floor, capacity=cal.lightings if capacity is None else capacity,
-                         tolerance=cal.lighting_tolerance, settle_s=cal.lighting_settle_s)
-
-    def _identity(self) -> dict[str, Any]:
-        return calibration_file.identity(self.model.info.sha256, self.camera.source, self.camera.calibration.grid)
-
-    def _load_saved_calibration(self) -> list[Profile] | None:
-        try:
-            saved = calibration_file.read(self.calibration_file)
-        except FileNotFoundError:
-            return None
-        except calibration_file.FromBeforeLightings:
-            log.info("camera %s: saved calibration is from before lightings were told apart (its lighting "
-                     "is not known); recalibrating", self.camera.name)
-            return None
-        except (OSError, ValueError) as error:
-            log.warning("camera %s: ignoring unreadable calibration %s: %s",
-                        self.camera.name, self.calibration_file, error)
-            return None
-        if not saved.is_for(self._identity()):
-            log.info("camera %s: saved calibration is for another model or source; recalibrating", self.camera.name)
-            return None
-        self._record = saved.record
-        return saved.profiles
-
-    def _detect_with(self, profile: Profile, lighting: Lighting) -> None:
-        """Score with a known lighting's statistics from the next frame on."""
-        assert self.lightings is not None
-        self.lightings.switch_to(profile)
-        self.detector.reset()  # its smoothing is of the other lighting's scores
-        log.info("camera %s: the lighting is one it knows (%s); scoring with its statistics",
-                 self.camera.name, lighting.describe())
-
-    def _learn(self, anomaly_map: np.ndarray, lighting: Lighting, frame: Frame, *, new_picture: bool,
-               started: float) -> None:
-        """One frame of calibration; at the end the camera scores with what it learned."""
-        learning = self._learning
-        assert learning is not None
-        lightings = self.lightings
-        if lightings is not None:
-            known, distance = lightings.nearest(lighting)
-            if distance <= 1.0:  # back to a lighting the camera knows (a light on for a moment)
-                self._learning = None
-                self.stream.gate(self.camera.gating)
-                self._detect_with(known, lighting)
-                self._score(anomaly_map, frame, started)
-                return
-            if new_picture:  # switched again (night, then lamps): learn the picture it is now
-                learning = self._learning = LightingCalibrator(self.camera.calibration.frames)
-                log.info("camera %s: the picture changed again while learning its lighting; learning %s afresh",
-                         self.camera.name, lighting.describe())
-        learning.add_frame(anomaly_map, lighting)
-        if not learning.done:
-            return
-        profile = learning.profile()
-        if lightings is None:
-            self.lightings = lightings = self._lightings([profile])
-            dropped = None
-        else:
-            dropped = lightings.learned(profile)
-        self._learning = None
-        self._save_calibration(lightings.profiles)
-        self.detector.reset()  # its smoothing is of the frames before
-        self.stream.gate(self.camera.gating)  # calibration needed every frame; detection does not
-        log.info("camera %s: calibrated on %d frames at %s%s; detecting", self.camera.name, profile.stats.frames,
-                 profile.lighting.describe() if profile.lighting else "",
-                 f" (in place of {dropped.lighting.describe()}, the known lighting nearest another)"
-                 if dropped is not None and dropped.lighting is not None else "")
-
-    def _start_learning(self, lighting: Lighting, anomaly_map: np.ndarray, frame: Frame) -> None:
-        assert not self._event_open  # an event is never ended to learn
-        self._learning = LightingCalibrator(self.camera.calibration.frames)
-        self.stream.gate(None)
-        log.info("camera %s: a lighting unlike the %d known (%s): learning it on the next %d frames; no "
-                 "anomaly decisions meanwhile", self.camera.name, len(self.lightings.profiles) if self.lightings else 0,
-                 lighting.describe(), self.camera.calibration.frames)
-        self._learn(anomaly_map, lighting, frame, new_picture=False, started=time.perf_counter())
-
-    def _save_calibration(self, profiles: list[Profile]) -> None:
-        """Write the lightings, keeping what else the file records (``edge-agent calibrate``'s
-        footage and suggested threshold)."""
-        try:
-            calibration_file.write(self.calibration_file, profiles, {**self._record, **self._identity()})
-        except (OSError, ValueError) as error:
-            log.error("camera %s: cannot save calibration to %s: %s", self.camera.name,
-                      self.calibration_file, error)
+    def _gate(self) -> None:
+        """Gating as configured while detecting; off while calibrating, which needs every frame."""
+        self.stream.gate(None if self.statistics.calibrating else self.camera.gating)
 
     # -- the data path --------------------------------------------------------------------
     def run(self) -> None:
@@ -392,17 +269,13 @@ class CameraPipeline(threading.Thread):
         started = time.perf_counter()
         lighting = measure(frame.image, self.stream.preprocess.small)
         new_picture, self._new_picture = self._new_picture, False
-        if self._learning is not None:
-            self._learn(anomaly_map, lighting, frame, new_picture=new_picture, started=started)
-            return
-        assert self.lightings is not None
-        verdict = self.lightings.observe(lighting, frame.pts, new_picture=new_picture, event_open=self._event_open)
-        if verdict is Verdict.LEARN:
-            self._start_learning(lighting, anomaly_map, frame)
-            return
-        if verdict is Verdict.SWITCH:
-            self._detect_with(self.lightings.nearest(lighting)[0], lighting)
-        self._score(anomaly_map, frame, started)
+        step = self.statistics.take(anomaly_map, lighting, frame.pts, new_picture=new_picture,
+                                    event_open=self._event_open)
+        self._gate()
+        if step in (Step.SWITCHED, Step.LEARNED):
+            self.detector.reset()  # its smoothing is of the other statistics' scores
+        if step in (Step.SCORE, Step.SWITCHED):
+            self._score(anomaly_map, frame, started)
 
     def _score(self, anomaly_map: np.ndarray, frame: Frame, started: float) -> None:
         """Score a frame with its lighting's statistics, decide, and report what changed
@@ -410,8 +283,7 @@ class CameraPipeline(threading.Thread):
         if not self.armed:
             self._close_event(frame, "camera disarmed")
             return
-        assert self.lightings is not None
-        scorer = self.lightings.scorer
+        scorer = self.statistics.scorer
         score, cell = scorer(anomaly_map)
         decision = self.detector.update(frame.pts, score)
         self.last_score = decision.smoothed

@@ -233,21 +233,21 @@ def test_a_night_picture_is_learned_once_and_then_scored_with_its_own_statistics
 ) -> None:
     pipeline = make_pipeline(tmp_path, camera())
     assert run(pipeline, street[:100]) == []
-    assert not pipeline.calibrating and pipeline.lightings is not None
+    assert not pipeline.calibrating and pipeline.statistics.lightings is not None
     # the switch: taken as a new picture, learned on the next 60 frames, then detecting again
     night = [at_night(frame) for frame in street[100:300]]
     assert run(pipeline, night[:100], 100) == []
-    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2
+    assert not pipeline.calibrating and len(pipeline.statistics.lightings.profiles) == 2
     assert run(pipeline, night[100:150], 200) == []  # nothing in the scene: no event
     assert run(pipeline, crossing(night[150:], 10), 250) != []  # and what crosses it still is one
     # back to day: the day's statistics at once, no learning
     assert run(pipeline, street[300:340], 300) == []
-    assert not pipeline.calibrating and pipeline.lightings.current is pipeline.lightings.profiles[0]
+    assert not pipeline.calibrating and pipeline.statistics.lightings.current is pipeline.statistics.lightings.profiles[0]
     # both are kept in the file, and the next start has them
     saved = calibration_file.read(tmp_path / "cal" / "street.json").profiles
     assert [p.stats.frames for p in saved] == [CALIBRATION, CALIBRATION]
     again = make_pipeline(tmp_path, camera())
-    assert again.lightings is not None and len(again.lightings.profiles) == 2
+    assert again.statistics.lightings is not None and len(again.statistics.lightings.profiles) == 2
     assert run(again, [at_night(frame) for frame in street[340:400]], 340) == []
     assert not again.calibrating
 
@@ -257,7 +257,7 @@ def test_a_light_on_for_a_moment_is_not_learned(tmp_path: Path, street: list[np.
     run(pipeline, street[:100])
     lit = [tone(frame, 1.5, 20.0) for frame in street[100:102]]
     assert run(pipeline, lit + street[102:160], 100) == []
-    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 1  # type: ignore[union-attr]
+    assert not pipeline.calibrating and len(pipeline.statistics.lightings.profiles) == 1  # type: ignore[union-attr]
 
 
 def test_an_event_open_at_the_switch_goes_on_and_the_night_is_learned_once_it_ends(
@@ -276,7 +276,7 @@ def test_an_event_open_at_the_switch_goes_on_and_the_night_is_learned_once_it_en
     run(pipeline, night[:20], 140)  # the night scored against the day: open until max_event_s
     assert not pipeline.event_open and pipeline.calibrating  # ended by the detector, then learned
     assert run(pipeline, night[20:100], 160) == []
-    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
+    assert not pipeline.calibrating and len(pipeline.statistics.lightings.profiles) == 2  # type: ignore[union-attr]
     assert run(pipeline, night[100:160], 240) == []
 
 
@@ -287,7 +287,7 @@ def test_a_reconnect_into_another_lighting_is_learned_as_a_switch(tmp_path: Path
     pipeline = make_pipeline(tmp_path, camera())
     run(pipeline, street[:100])
     assert run(pipeline, [at_night(frame) for frame in street[100:300]], 100, generation=2) == []
-    assert len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
+    assert len(pipeline.statistics.lightings.profiles) == 2  # type: ignore[union-attr]
 
 
 def test_a_second_switch_while_learning_starts_the_learning_again(tmp_path: Path, street: list[np.ndarray]) -> None:
@@ -297,7 +297,7 @@ def test_a_second_switch_while_learning_starts_the_learning_again(tmp_path: Path
     run(pipeline, street[:100])
     lamps = [tone(frame, 0.5, 60.0) for frame in street[130:250]]
     assert run(pipeline, [at_night(frame) for frame in street[100:130]] + lamps, 100) == []
-    assert not pipeline.calibrating and len(pipeline.lightings.profiles) == 2  # type: ignore[union-attr]
-    learned = pipeline.lightings.profiles[-1].lighting  # type: ignore[union-attr]
+    assert not pipeline.calibrating and len(pipeline.statistics.lightings.profiles) == 2  # type: ignore[union-attr]
+    learned = pipeline.statistics.lightings.profiles[-1].lighting  # type: ignore[union-attr]
     lamps_lighting = measure(lamps[-1], pipeline.stream.preprocess.small)
     assert learned is not None and learned.distance(lamps_lighting, 0.2) < 0.2
