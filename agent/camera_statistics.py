@@ -1,8 +1,9 @@
 """One camera's per-cell statistics: where they come from, when they are learned, where kept.
 
-From the camera's calibration file (:mod:`agent.calibration_file`) when it is for this model,
-source and grid, or the model's own (``calibration.mode: model``); else learned on the camera's
-first ``calibration.frames`` frames. Then one set per lighting of the scene (:mod:`agent.lighting`):
+With ``calibration.mode: model``, the model's own (of its training footage); else, or when the
+model has none for the grid, the camera's calibration file (:mod:`agent.calibration_file`) when
+it is for this model, source and grid; else learned on the camera's first ``calibration.frames``
+frames. Then one set per lighting of the scene (:mod:`agent.lighting`):
 a lighting unlike every known one is learned when :class:`~agent.lighting.Lightings` says so,
 a known one is taken back, and the file is rewritten each time one is learned.
 """
@@ -36,6 +37,8 @@ class Step(Enum):
 
 
 class CameraStatistics:
+    """A camera's statistics: loaded, learned, taken back, saved (the module's docstring)."""
+
     def __init__(self, camera: CameraConfig, model: ModelInfo, path: Path) -> None:
         self.camera = camera
         self.model = model
@@ -53,12 +56,13 @@ class CameraStatistics:
 
     @property
     def scorer(self) -> CellScorer:
+        """The scorer of the lighting the camera scores with (not while calibrating first)."""
         assert self.lightings is not None
         return self.lightings.scorer
 
     def metrics(self) -> dict[str, Any]:
         """The lightings known, whether one is being learned (deciding nothing), and the one
-        scored with (``None`` before the first)."""
+        scored with (``None`` before the first, or when its lighting is not known: the model's)."""
         known = self.lightings
         current = None if known is None else known.current.lighting
         return {"lightings": 0 if known is None else len(known.profiles), "learning": self.calibrating,
@@ -151,6 +155,7 @@ class CameraStatistics:
                  self.camera.name, lighting.describe())
 
     def _learn(self, anomaly_map: np.ndarray, lighting: Lighting, *, new_picture: bool) -> Step:
+        """One frame of calibration; at the end the camera scores with what it learned."""
         learning = self.learning
         assert learning is not None
         lightings = self.lightings

@@ -128,7 +128,6 @@ class CameraPipeline(threading.Thread):
         self.slot = slot
         self.model = model
         self.reporter = reporter
-        self.calibration_file = calibration_file
         self.stop = stop
         self.stream = ModelStream(model, camera.calibration.grid)
         self.detector = Detector(camera.detector)
@@ -160,8 +159,10 @@ class CameraPipeline(threading.Thread):
         return self.stream.state
 
     def reconfigure(self, camera: CameraConfig) -> None:
-        """Take new detector, snapshot and tamper settings; the model state is kept."""
+        """Take new detector, snapshot and tamper settings (the daemon restarts a camera for any
+        other change); the model state is kept."""
         self.camera = camera
+        self.statistics.camera = camera
         self.detector.config = camera.detector
         self.reporter.camera = camera
         self._recent = deque(self._recent, maxlen=camera.snapshot.enhance.denoise_frames)
