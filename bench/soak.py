@@ -1,6 +1,6 @@
 """Soak: the agent for many minutes on a looping video, with the broker restarted periodically.
 
-    python -m bench.soak [--minutes 10] [--restart-every 60] [--down 5] [--fps 50]
+    python -m bench.soak [--minutes 10] [--restart-every 60] [--down 5] [--fps 50] [--night]
 
 A throw-away mosquitto (with persistence, so a durable subscriber misses nothing while it is
 down) on loopback; the agent on a 30 s synthetic scene with a cyclist in it, looped and paced at
@@ -8,6 +8,11 @@ down) on loopback; the agent on a 30 s synthetic scene with a cyclist in it, loo
 stopped for ``--down`` seconds. At the end the agent is stopped with SIGTERM and the report
 compares the events the agent decided on (its log) with what the subscriber received: missing,
 duplicates, order; plus the outbox's high-water mark and the agent's RSS at start and end.
+
+``--night``: the video is the scene by day and then the same scene as a camera's night picture
+(flatter and brighter: 0.6x + 50), so the camera switches lighting twice a loop
+(:mod:`agent.lighting`); the report adds the lightings learned and taken back, and the events
+started against the cyclist's passes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -34,9 +41,24 @@ from tqdm import tqdm
 
 from agent.broker import LocalBroker
 from agent.config import SyntheticConfig
-from agent.sources.synthetic import write_video
+from agent.sources.synthetic import SyntheticScene, write_video
 
 SCENE = SyntheticConfig(seed=21, anomaly={"kind": "fast", "start_s": 18.0, "duration_s": 4.0})
+SCENE_S = 30
+
+
+def write_day_and_night(path: Path) -> Path:
+    """The scene's ``SCENE_S`` seconds by day, then the same as a night picture (0.6x + 50)."""
+    scene = SyntheticScene(SCENE, fps=10.0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (SCENE.width, SCENE.height))
+    if not writer.isOpened():
+        raise OSError(f"cannot write a video to {path}")
+    for night in (False, True):
+        for index in range(SCENE_S * 10):
+            frame = scene.frame_at(index)
+            writer.write(np.clip(frame * 0.6 + 50, 0, 255).astype(np.uint8) if night else frame)
+    writer.release()
+    return path
 
 
 class Received:
@@ -80,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart-every", type=float, default=60.0)
     parser.add_argument("--down", type=float, default=5.0)
     parser.add_argument("--fps", type=float, default=50.0)
+    parser.add_argument("--night", action="store_true", help="each loop by day, then as a night picture")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="edge-agent-soak-"))
-    video = write_video(folder / "scene.mp4", SCENE, seconds=30)
+    video = (write_day_and_night(folder / "scene.mp4") if args.night
+             else write_video(folder / "scene.mp4", SCENE, seconds=SCENE_S))
     broker = LocalBroker(persistence=True).start()
     received = Received(broker)
     config = {
@@ -119,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(3)
     received.client.loop_stop()
     broker.cleanup()
-    decided = [int(n) for n in re.findall(r"\(seq (\d+)\)", log_path.read_text())]
+    text = log_path.read_text()
+    decided = [int(n) for n in re.findall(r"\(seq (\d+)\)", text)]
     got = received.seqs
     unique = set(got)
     firsts = list(dict.fromkeys(got))  # each seq at its first delivery
@@ -132,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"outbox high-water: {high_water} unsent events")
     print(f"agent RSS: {rss_start:.1f} MB after 5 s, {rss_end:.1f} MB at the end "
           f"({100 * (rss_end - rss_start) / rss_start:+.1f} %)")
+    if args.night:
+        passes = int((time.monotonic() - started) * args.fps / (SCENE_S * 10))  # a cyclist in each half
+        print(f"lightings learned: {text.count('calibrated on')} (the first calibration included); taken back: "
+              f"{text.count('the lighting is one it knows')}; events started: {text.count(' start on cam')}, "
+              f"cyclist passes: about {passes}")
     print(f"files kept in {folder}")
     return 0
 
