@@ -300,6 +300,19 @@ class GatingConfig(Strict):
     stride: int = Field(5, ge=2, le=100)
 
 
+class WeatherConfig(Strict):
+    """Rain, snow, a flickering light: the whole picture moves (see :mod:`agent.weather`)."""
+
+    enabled: bool = True
+    #: Weather starts at a frame with at least this share of its cells at or above the
+    #: detector's ``on_threshold`` at once (rain 12-24 of 24 cells, people at most 5, a large
+    #: object near the camera 6-9).
+    share: float = Field(1 / 3, gt=0, le=1)
+    #: In weather each cell is scored against its own values over this many seconds; weather
+    #: ends when no frame has reached ``share`` for as long.
+    window_s: float = Field(6.0, ge=1, le=60)
+
+
 class CameraConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     #: A video file, a folder of images, a V4L2 device (``0`` or ``/dev/video0``),
@@ -323,6 +336,7 @@ class CameraConfig(Strict):
     calibration: CalibrationConfig = CalibrationConfig()
     tamper: TamperConfig = TamperConfig()
     gating: GatingConfig = GatingConfig()
+    weather: WeatherConfig = WeatherConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
     clips: ClipsConfig = ClipsConfig()
 

@@ -277,6 +277,8 @@ class Agent:
                 "reconnects": runtime.capture.reconnects,
                 "picture_changes": pipeline.stream.picture_changes,
                 **pipeline.statistics.metrics(),
+                "weather": pipeline.weather.active,
+                "weather_episodes": pipeline.weather.episodes,
                 "score": None if pipeline.last_score is None else round(pipeline.last_score, 3),
                 "events": pipeline.reporter.events_started,
                 "stages_ms": pipeline.times.summary(),

@@ -49,6 +49,9 @@ class AgentCollector(Collector):
                 labels=["camera"]),
             "lightings": GaugeMetricFamily("edge_agent_lightings", "Lightings the camera keeps statistics for",
                                            labels=["camera"]),
+            "weather": GaugeMetricFamily(
+                "edge_agent_weather", "1 while the whole picture moves (rain, snow): cells scored against their recent past",
+                labels=["camera"]),
             "events": CounterMetricFamily("edge_agent_events", "Events started", labels=["camera"]),
             "score": GaugeMetricFamily("edge_agent_score", "Smoothed anomaly score (z)", labels=["camera"]),
         }
@@ -60,6 +63,7 @@ class AgentCollector(Collector):
             cameras["reconnects"].add_metric([name], runtime.capture.reconnects)
             cameras["picture_changes"].add_metric([name], pipeline.stream.picture_changes)
             cameras["lightings"].add_metric([name], pipeline.statistics.metrics()["lightings"])
+            cameras["weather"].add_metric([name], int(pipeline.weather.active))
             cameras["events"].add_metric([name], pipeline.reporter.events_started)
             if pipeline.last_score is not None:
                 cameras["score"].add_metric([name], pipeline.last_score)

@@ -32,9 +32,10 @@ from agent.events import EventReporter
 from agent.frames import Frame
 from agent.inference import StreamingModel
 from agent.lighting import measure
-from agent.scoring import cell_region
+from agent.scoring import cell_region, hottest
 from agent.stream import ModelStream
 from agent.tamper import TamperDetector
+from agent.weather import Weather
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class CameraPipeline(threading.Thread):
         self.last_frame_at = 0.0
         self._generation = 0
         self.statistics = CameraStatistics(camera, model.info, calibration_file)
+        self.weather = Weather(camera.weather, camera.fps or 10.0, camera.name)
         self._gate()
         #: The model took a new picture since the last frame scored (the whole picture changed).
         self._new_picture = False
@@ -241,6 +243,7 @@ class CameraPipeline(threading.Thread):
             self._generation = frame.generation
             self.stream.reset()
             self.detector.reset()
+            self.weather.reset()
             self._recent.clear()  # a reopened source's frames need not line up with the old
             self._new_picture = True  # nor need its lighting: at night, a switch the model cannot see
         anomaly_map = self.stream(frame.image)
@@ -279,13 +282,13 @@ class CameraPipeline(threading.Thread):
             self._score(anomaly_map, frame, started)
 
     def _score(self, anomaly_map: np.ndarray, frame: Frame, started: float) -> None:
-        """Score a frame with its lighting's statistics, decide, and report what changed
+        """Score a frame with its lighting's statistics (in weather, each cell's recent values), decide, and report what changed
         (``started``: when the score stage began, for its latency)."""
         if not self.armed:
             self._close_event(frame, "camera disarmed")
             return
-        scorer = self.statistics.scorer
-        score, cell = scorer(anomaly_map)
+        heat = self.weather.z_scores(self.statistics.scorer, anomaly_map, self.camera.detector.on_threshold)
+        score, cell = hottest(heat)
         decision = self.detector.update(frame.pts, score)
         self.last_score = decision.smoothed
         t3 = time.perf_counter()
@@ -293,7 +296,6 @@ class CameraPipeline(threading.Thread):
         region = cell_region(cell, self.stream.grid, (width, height))
         transition = decision.transition
         if transition is not None or self._event_open:  # else the reporter has nothing to do
-            heat = scorer.z_scores(anomaly_map)
             self._report(partial(self.reporter.observe, frame, score, region, transition, heat,
                                  decision.reason or FELL_BELOW))
             if transition is Transition.START:

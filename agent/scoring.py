@@ -101,10 +101,14 @@ class CellScorer:
 
     def __call__(self, anomaly_map: np.ndarray) -> tuple[float, tuple[int, int]]:
         """The frame's score (largest cell z-score) and the (row, col) of that cell."""
-        z = self.z_scores(anomaly_map)
-        flat = int(np.argmax(z))
-        row, col = divmod(flat, z.shape[1])
-        return float(z[row, col]), (row, col)
+        return hottest(self.z_scores(anomaly_map))
+
+
+def hottest(z: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """The largest of a grid of cell z-scores (the frame's score) and its (row, col)."""
+    flat = int(np.argmax(z))
+    row, col = divmod(flat, z.shape[1])
+    return float(z[row, col]), (row, col)
 
 
 def cell_region(cell: tuple[int, int], grid: tuple[int, int], frame_size: tuple[int, int]) -> Region:

@@ -113,6 +113,8 @@ def test_an_anomaly_in_a_recorded_video_arrives_as_start_and_end_events_with_a_s
     lighting = next(m["lighting"] for m in walkway_metrics() if m.get("lightings") == 1)
     assert 50 < lighting["brightness"] < 200 and lighting["colour"] < 6
     assert not next(m["learning"] for m in walkway_metrics() if m.get("lightings") == 1)
+    # the dry walkway, cyclist and all, is never weather
+    assert all(m["weather"] is False and m["weather_episodes"] == 0 for m in walkway_metrics() if m)
 
     # The broker announces the agent's death through its last will.
     assert [m.payload for m in sub.on("test-box/status")][-1] == b"online"

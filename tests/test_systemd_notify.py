@@ -163,6 +163,7 @@ def test_ready_after_start_then_watchdog_pings_stop_when_the_pipeline_hangs(
     assert metrics["edge_agent_mqtt_connected"].value == 1 and metrics["edge_agent_healthy"].value == 1
     assert metrics["process_resident_memory_bytes"].value > 0
     assert metrics["edge_agent_outbox_high_water"].value == 0
+    assert metrics["edge_agent_weather"].labels == {"camera": "door"} and metrics["edge_agent_weather"].value == 0
 
     fifo_camera.hang()
     hung_at = time.monotonic()

@@ -31,12 +31,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from agent.config import CalibrationConfig, DetectorConfig, GatingConfig
+from agent.config import CalibrationConfig, DetectorConfig, GatingConfig, WeatherConfig
 from agent.detector import Detector
 from agent.inference import StreamingModel
 from agent.preprocess import Preprocessor
-from agent.scoring import Calibrator, CellScorer, CellStats, cell_means
+from agent.scoring import Calibrator, CellScorer, CellStats, cell_means, hottest
 from agent.stream import ModelStream
+from agent.weather import Weather
 
 Cell = tuple[int, int]
 Scored = tuple[float, Cell | None]
@@ -60,24 +61,30 @@ class FrameScorer(Protocol):
 
 class ModelScorer:
     """The camera pipeline's scoring: :class:`ModelStream` (preprocess, invoke, state feedback,
-    cell means of the motion map), then :class:`CellScorer` (largest per-cell z-score against ``stats``)."""
+    cell means of the motion map), then :class:`CellScorer` (largest per-cell z-score against
+    ``stats``), or in weather each cell's recent values (:class:`Weather`, with the detector's
+    ``on_threshold``)."""
 
     quiet = Z_QUIET
 
     def __init__(
         self, name: str, label: str, model: StreamingModel, stats: CellStats, calibration: CalibrationConfig,
-        gating: GatingConfig | None = None,
+        detector: DetectorConfig, fps: float, *, gating: GatingConfig | None = None,
+        weather: WeatherConfig | None = None,
     ) -> None:
         self.name, self.label = name, label
         self.model = model
         self.stream = ModelStream(model, calibration.grid, gating=gating)
         self.cells = CellScorer(stats, calibration.std_floor)
+        self.weather = Weather(weather or WeatherConfig(), fps)
+        self.on_threshold = detector.on_threshold
         #: Seconds of each model step (frames the gating skipped are not steps).
         self.step_s: list[float] = []
         self.frames = 0
 
     def reset(self) -> None:
         self.stream.reset()
+        self.weather.reset()
 
     def __call__(self, image: np.ndarray) -> Scored | None:
         t0 = time.perf_counter()
@@ -86,7 +93,9 @@ class ModelScorer:
         self.frames += 1
         if not self.stream.skipped_last:
             self.step_s.append(elapsed)
-        return None if anomaly_map is None else self.cells(anomaly_map)
+        if anomaly_map is None:
+            return None
+        return hottest(self.weather.z_scores(self.cells, anomaly_map, self.on_threshold))
 
 
 class _Motion:

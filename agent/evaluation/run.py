@@ -150,13 +150,18 @@ def evaluate(options: Options) -> Evaluation:
     stats = _model_stats(int8, options.calibration)
     gating = GatingConfig(enabled=True) if options.gating else None
     warmup = int8.info.warmup_frames
-    scorers: list[FrameScorer] = [ModelScorer("int8", "model (int8)", int8, stats, options.calibration, gating)]
+
+    def scorer(name: str, label: str, model: StreamingModel) -> ModelScorer:
+        return ModelScorer(name, label, model, stats, options.calibration, options.detector, options.fps,
+                           gating=gating)
+
+    scorers: list[FrameScorer] = [scorer("int8", "model (int8)", int8)]
     float_name = int8.info.sidecar.get("float_model")
     float_path = options.model.parent / float_name if float_name else None
     if float_path is not None and float_path.is_file():
         float_model = StreamingModel(float_path)
         float_model.info.sidecar = int8.info.sidecar  # the twins share one sidecar (input format, warm-up)
-        scorers.append(ModelScorer("float", "model (float)", float_model, stats, options.calibration, gating))
+        scorers.append(scorer("float", "model (float)", float_model))
     baselines: list[FrameScorer] = [FrameDifference(int8, warmup), BackgroundSubtraction(int8, warmup)]
     normal_info = None
     boxes = ObjectBoxes() if options.localisation else None
