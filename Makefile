@@ -47,7 +47,7 @@ test: venv test-tools
 # The model and inference tests again on tflite-runtime 2.14 (old boards): its last release needs
 # numpy<2 and OpenCV <=4.11.0.86. The agent picks tflite-runtime when LiteRT is not installed.
 TFL_VENV := .venv-tflite-runtime
-TFL_TESTS := tests/test_model_artifact.py tests/test_model_reference.py tests/test_pipeline.py tests/test_lighting.py tests/test_delegates.py tests/test_gating.py tests/test_alignment.py
+TFL_TESTS := tests/test_model_artifact.py tests/test_model_reference.py tests/test_pipeline.py tests/test_lighting.py tests/test_weather.py tests/test_delegates.py tests/test_gating.py tests/test_alignment.py
 
 $(TFL_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TFL_VENV)

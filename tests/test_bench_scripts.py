@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ("clips", "exposure", "replay", "soak", "synthetic", "tamper")
+SCRIPTS = ("clips", "exposure", "replay", "soak", "synthetic", "tamper", "weather")
 
 
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

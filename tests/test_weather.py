@@ -14,6 +14,7 @@ from agent.frames import Frame
 from agent.pipeline import CameraPipeline
 from agent.scoring import CellScorer, CellStats
 from agent.weather import MIN_FRAMES, Weather
+from bench.weather import RAIN, rain
 from tests.test_alignment import textured_scene
 from tests.test_lighting import camera, crossing, run
 from tests.test_pipeline import make_pipeline
@@ -21,21 +22,11 @@ from tests.test_pipeline import make_pipeline
 ON = 6.0
 
 
-def rain(frames: list[np.ndarray], seed: int = 1, streaks: int = 700) -> list[np.ndarray]:
-    """Each frame with fresh rain: ``streaks`` faint slanted streaks, 5-15 px long, 20-60 grey
-    levels brighter (the rain study's "medium")."""
+def rainy(frames: list[np.ndarray], seed: int = 1) -> list[np.ndarray]:
+    """Each frame with fresh rain (the benchmark's "medium": 700 faint streaks a frame)."""
     rng = np.random.default_rng(seed)
-    wet = []
-    for frame in frames:
-        layer = np.zeros(frame.shape[:2], np.uint8)
-        x0, y0 = rng.uniform(-20, 360, streaks), rng.uniform(-15, 240, streaks)
-        length, angle = rng.uniform(5, 15, streaks), np.deg2rad(rng.uniform(10, 20, streaks))
-        x1, y1 = x0 + length * np.sin(angle), y0 + length * np.cos(angle)
-        for a, b, c, d, level in zip(x0, y0, x1, y1, rng.integers(20, 61, streaks), strict=True):
-            cv2.line(layer, (int(a), int(b)), (int(c), int(d)), int(level), 1)
-        layer = cv2.GaussianBlur(layer, (3, 3), 0.5)
-        wet.append(cv2.add(frame, cv2.cvtColor(layer, cv2.COLOR_GRAY2BGR)))
-    return wet
+    return [cv2.add(frame, cv2.cvtColor(rain(frame.shape[:2], rng, RAIN["medium"]), cv2.COLOR_GRAY2BGR))
+            for frame in frames]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def street() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def wet(street: list[np.ndarray]) -> list[np.ndarray]:
-    return rain(street[100:400])
+    return rainy(street[100:400])
 
 
 def rainy_camera(**weather: object) -> CameraConfig:
