@@ -142,7 +142,7 @@ class CameraPipeline(threading.Thread):
         self.last_frame_at = 0.0
         self._generation = 0
         self.statistics = CameraStatistics(camera, model.info, calibration_file)
-        self.weather = Weather(camera.weather, camera.fps or 10.0, camera.name)
+        self.weather = Weather(camera.weather, camera.fps, camera.name)
         self._gate()
         #: The model took a new picture since the last frame scored (the whole picture changed).
         self._new_picture = False
@@ -267,6 +267,7 @@ class CameraPipeline(threading.Thread):
             if change is not None:
                 self._report(partial(self.reporter.tamper, *change, frame))
             if self.tamper.reason is not None:
+                self.weather.reset()  # what it saw is no past for the healed view
                 return  # the model sees a tampered view: no anomaly decisions, no calibration
         if anomaly_map is None:
             return
@@ -278,6 +279,7 @@ class CameraPipeline(threading.Thread):
         self._gate()
         if step in (Step.SWITCHED, Step.LEARNED):
             self.detector.reset()  # its smoothing is of the other statistics' scores
+            self.weather.reset()  # and its past of another picture
         if step in (Step.SCORE, Step.SWITCHED):
             self._score(anomaly_map, frame, started)
 
@@ -286,8 +288,10 @@ class CameraPipeline(threading.Thread):
         (``started``: when the score stage began, for its latency)."""
         if not self.armed:
             self._close_event(frame, "camera disarmed")
+            self.weather.reset()  # re-armed, the frames before are no past to score against
             return
-        heat = self.weather.z_scores(self.statistics.scorer, anomaly_map, self.camera.detector.on_threshold)
+        heat = self.weather.z_scores(self.statistics.scorer, anomaly_map, frame.pts,
+                                     self.camera.detector.on_threshold)
         score, cell = hottest(heat)
         decision = self.detector.update(frame.pts, score)
         self.last_score = decision.smoothed

@@ -145,7 +145,7 @@ def run(model: StreamingModel, scorer: CellScorer, clips: list[list[np.ndarray]]
             cells_above.append(int(np.count_nonzero(scorer.z_scores(anomaly_map) >= on_threshold)))
             for which, (scoring, decide) in enumerate(scorings):
                 started = time.perf_counter()
-                z = scoring.z_scores(scorer, anomaly_map, on_threshold)
+                z = scoring.z_scores(scorer, anomaly_map, index / FPS, on_threshold)
                 if scoring.active:
                     costs.append(time.perf_counter() - started)
                 score, cell = hottest(z)

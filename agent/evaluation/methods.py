@@ -78,6 +78,9 @@ class ModelScorer:
         self.cells = CellScorer(stats, calibration.std_floor)
         self.weather = Weather(weather or WeatherConfig(), fps)
         self.on_threshold = detector.on_threshold
+        self.fps = fps
+        #: Frames since the last reset: the frame's time for the weather's window.
+        self._index = 0
         #: Seconds of each model step (frames the gating skipped are not steps).
         self.step_s: list[float] = []
         self.frames = 0
@@ -85,6 +88,7 @@ class ModelScorer:
     def reset(self) -> None:
         self.stream.reset()
         self.weather.reset()
+        self._index = 0
 
     def __call__(self, image: np.ndarray) -> Scored | None:
         t0 = time.perf_counter()
@@ -93,9 +97,10 @@ class ModelScorer:
         self.frames += 1
         if not self.stream.skipped_last:
             self.step_s.append(elapsed)
+        pts, self._index = self._index / self.fps, self._index + 1
         if anomaly_map is None:
             return None
-        return hottest(self.weather.z_scores(self.cells, anomaly_map, self.on_threshold))
+        return hottest(self.weather.z_scores(self.cells, anomaly_map, pts, self.on_threshold))
 
 
 class _Motion:
