@@ -301,12 +301,12 @@ class GatingConfig(Strict):
 
 
 class WeatherConfig(Strict):
-    """Rain, snow, a flickering light: the whole picture moves (see :mod:`agent.weather`)."""
+    """Rain and snow: the whole picture moves (see :mod:`agent.weather`)."""
 
     enabled: bool = True
-    #: Weather starts at a frame with at least this share of its cells at or above the
-    #: detector's ``on_threshold`` at once (rain 12-24 of 24 cells, people at most 5, a large
-    #: object near the camera 6-9).
+    #: Weather starts at the second frame within a second with at least this share of its cells
+    #: at or above the detector's ``on_threshold``, spread over the picture (rain: 16-24 of 24
+    #: cells; people at most 5).
     share: float = Field(1 / 3, gt=0, le=1)
     #: In weather each cell is scored against its own values over this many seconds; weather
     #: ends when no frame has reached ``share`` for as long.
