@@ -284,8 +284,9 @@ class CameraPipeline(threading.Thread):
             self._score(anomaly_map, frame, started)
 
     def _score(self, anomaly_map: np.ndarray, frame: Frame, started: float) -> None:
-        """Score a frame with its lighting's statistics (in weather, each cell's recent values), decide, and report what changed
-        (``started``: when the score stage began, for its latency)."""
+        """Score a frame with its lighting's statistics (in weather, against each cell's recent
+        values), decide, and report what changed (``started``: when the score stage began, for
+        its latency)."""
         if not self.armed:
             self._close_event(frame, "camera disarmed")
             self.weather.reset()  # re-armed, the frames before are no past to score against

@@ -70,13 +70,12 @@ class ModelScorer:
     def __init__(
         self, name: str, label: str, model: StreamingModel, stats: CellStats, calibration: CalibrationConfig,
         detector: DetectorConfig, fps: float, *, gating: GatingConfig | None = None,
-        weather: WeatherConfig | None = None,
     ) -> None:
         self.name, self.label = name, label
         self.model = model
         self.stream = ModelStream(model, calibration.grid, gating=gating)
         self.cells = CellScorer(stats, calibration.std_floor)
-        self.weather = Weather(weather or WeatherConfig(), fps)
+        self.weather = Weather(WeatherConfig(), fps)
         self.on_threshold = detector.on_threshold
         self.fps = fps
         #: Frames since the last reset: the frame's time for the weather's window.
