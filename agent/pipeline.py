@@ -142,7 +142,7 @@ class CameraPipeline(threading.Thread):
         self.last_frame_at = 0.0
         self._generation = 0
         self.statistics = CameraStatistics(camera, model.info, calibration_file)
-        self.weather = Weather(camera.weather, camera.fps, camera.name)
+        self.weather = Weather(camera.weather, camera.fps, camera.calibration.grid, camera.name)
         self._gate()
         #: The model took a new picture since the last frame scored (the whole picture changed).
         self._new_picture = False

@@ -74,12 +74,12 @@ def spread_over_the_picture(hot: np.ndarray, share: float) -> bool:
 class Weather:
     """One camera's weather state and its recent anomaly maps (module docstring)."""
 
-    def __init__(self, config: WeatherConfig, fps: float | None, camera: str = "") -> None:
+    def __init__(self, config: WeatherConfig, fps: float | None, grid: tuple[int, int], camera: str = "") -> None:
         self.config = config
         self.camera = camera
         self._capacity = max(MIN_FRAMES, math.ceil(config.window_s * (fps or ASSUMED_FPS)) + 1)
         #: The recent anomaly maps, flattened, as a ring, and their times (``-inf``: empty).
-        self._maps: np.ndarray | None = None
+        self._maps = np.zeros((self._capacity, grid[0] * grid[1]), np.float32)
         self._times = np.full(self._capacity, -math.inf)
         self._next = 0
         #: Weather lasts until this frame time, unless a frame qualifies again; the time of the
@@ -115,10 +115,8 @@ class Weather:
         self.active = pts < self._until
         if started:
             self._started()
-        if self._maps is None:
-            self._maps = np.zeros((self._capacity, anomaly_map.size), np.float32)
-        recent = self._times > pts - window
         if self.active or qualifies:  # a first such frame too: it may be the first of the rain
+            recent = self._times > pts - window
             count = np.count_nonzero(recent)
             if count < MIN_FRAMES and (count == 0 or self._times[recent].min() > pts - window / 2):
                 z = np.zeros_like(z)  # too little past to tell the weather's normal: nothing is decided yet

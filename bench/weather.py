@@ -129,7 +129,7 @@ def run(model: StreamingModel, scorer: CellScorer, clips: list[list[np.ndarray]]
         snow = Snow(shape, weather_rng, SNOW[level]) if kind == "snow" else None
         crossing = Patch(shape, patch_rng, patch) if patch != "nothing" else None
         stream = ModelStream(model, GRID)
-        scorings = [(Weather(WeatherConfig(enabled=enabled, window_s=window_s), FPS), Detector(DetectorConfig()))
+        scorings = [(Weather(WeatherConfig(enabled=enabled, window_s=window_s), FPS, GRID), Detector(DetectorConfig()))
                     for enabled in (False, True)]
         seen = [False, False]
         for index, frame in enumerate(frames):

@@ -165,7 +165,7 @@ SPREAD = [(0, 0), (0, 3), (1, 1), (1, 4), (2, 2), (2, 5), (3, 0), (3, 3)]  # 8 c
 
 
 def test_weather_starts_at_the_second_frame_within_a_second_with_a_third_of_the_cells_spread_over_the_picture() -> None:
-    seven, eight = Weather(WeatherConfig(), 10.0), Weather(WeatherConfig(), 10.0)
+    seven, eight = Weather(WeatherConfig(), 10.0, (4, 6)), Weather(WeatherConfig(), 10.0, (4, 6))
     feed_maps(seven, [hot(*SPREAD[:7])] * 2)
     feed_maps(eight, [hot(*SPREAD)])
     assert not eight.active  # one frame could be one large thing reaching across for a moment
@@ -174,7 +174,7 @@ def test_weather_starts_at_the_second_frame_within_a_second_with_a_third_of_the_
 
 
 def test_frames_reaching_across_the_picture_more_than_a_second_apart_are_not_weather() -> None:
-    weather = Weather(WeatherConfig(), 10.0)
+    weather = Weather(WeatherConfig(), 10.0, (4, 6))
     feed_maps(weather, [hot(*SPREAD), *[hot()] * 10, hot(*SPREAD)])
     assert not weather.active and weather.episodes == 0
 
@@ -186,14 +186,14 @@ def test_frames_reaching_across_the_picture_more_than_a_second_apart_are_not_wea
 def test_one_large_thing_is_not_weather(block: list[tuple[int, int]]) -> None:
     """Scored against its own past, something large that lingers would be absorbed (a review:
     a person near the camera for 60 s, inside an event for 204 of 600 frames instead of 597)."""
-    weather = Weather(WeatherConfig(), 10.0)
+    weather = Weather(WeatherConfig(), 10.0, (4, 6))
     maps = [hot(*block)] * 100
     assert [z.max() for z in feed_maps(weather, maps)] == [scorer().z_scores(maps[0]).max()] * 100
     assert not weather.active and weather.episodes == 0
 
 
 def test_in_weather_a_cell_is_scored_against_its_median_so_one_burst_does_not_move_it() -> None:
-    weather = Weather(WeatherConfig(), 10.0)
+    weather = Weather(WeatherConfig(), 10.0, (4, 6))
     rain = [hot(*[(row, col) for row in range(4) for col in range(6)], level=5.0 + 0.1 * (index % 3)) for index in range(40)]
     rain[20] = rain[20] * 3  # one burst in the window
     z = feed_maps(weather, [*rain, rain[0]])[-1]
@@ -202,7 +202,7 @@ def test_in_weather_a_cell_is_scored_against_its_median_so_one_burst_does_not_mo
 
 
 def test_a_cell_that_does_not_move_in_weather_is_scored_against_its_calibrated_spread() -> None:
-    weather = Weather(WeatherConfig(), 10.0)
+    weather = Weather(WeatherConfig(), 10.0, (4, 6))
     steady = hot(*[(row, col) for row in range(4) for col in range(6)])
     steady[0, 0] = 1.0
     z = feed_maps(weather, [steady] * 30 + [hot((0, 0), *SPREAD, level=5.0)])[-1]
@@ -212,7 +212,7 @@ def test_a_cell_that_does_not_move_in_weather_is_scored_against_its_calibrated_s
 def test_weather_ends_a_window_of_frame_time_after_the_last_frame_that_started_it() -> None:
     """In seconds, not frames: gating scores a still scene one frame in five (a review: 30 s
     of weather after the rain stopped instead of 6)."""
-    weather = Weather(WeatherConfig(window_s=6.0), 10.0)
+    weather = Weather(WeatherConfig(window_s=6.0), 10.0, (4, 6))
     feed_maps(weather, [hot(*SPREAD)] * 20)  # up to 1.9 s
     for pts in (2.4, 4.9, 7.4):  # a frame every 0.5 s
         weather.z_scores(scorer(), hot(), pts, ON)
@@ -224,7 +224,7 @@ def test_weather_ends_a_window_of_frame_time_after_the_last_frame_that_started_i
 def test_in_weather_the_past_is_the_last_window_of_frame_time() -> None:
     """With the camera's rate not configured there is room for 30 frames a second: a camera
     sending 10 keeps older maps, which must not count."""
-    weather = Weather(WeatherConfig(window_s=6.0), None)
+    weather = Weather(WeatherConfig(window_s=6.0), None, (4, 6))
     rain = [hot(*SPREAD, level=5.0)] * 100 + [hot(*SPREAD, level=6.0)] * 70  # 10 s, then 7 s heavier
     assert float(feed_maps(weather, rain)[-1].max()) == pytest.approx(0.0)
 
@@ -232,7 +232,7 @@ def test_in_weather_the_past_is_the_last_window_of_frame_time() -> None:
 def test_after_a_reset_in_weather_frames_score_zero_until_the_cells_have_a_past() -> None:
     """Just after a reconnect into rain there is no recent past to score against, and against
     the dry statistics the rain would open an event."""
-    weather = Weather(WeatherConfig(), 10.0)
+    weather = Weather(WeatherConfig(), 10.0, (4, 6))
     rng = np.random.default_rng(0)
     downpour = [np.float32(5.0) + rng.normal(0, 0.3, (4, 6)).astype(np.float32) for _ in range(40)]
     feed_maps(weather, downpour[:20])
@@ -243,7 +243,7 @@ def test_after_a_reset_in_weather_frames_score_zero_until_the_cells_have_a_past(
 
 
 def test_a_camera_of_a_frame_a_second_has_a_past_after_half_the_window() -> None:
-    weather = Weather(WeatherConfig(window_s=6.0), 1.0)
+    weather = Weather(WeatherConfig(window_s=6.0), 1.0, (4, 6))
     maps = [hot(*SPREAD)] * 3 + [hot(*SPREAD, level=6.0)] * 3
     seen = [float(z.max()) for z in feed_maps(weather, maps, step_s=1.0)]
     assert seen[:3] == [0.0] * 3  # 0, 1 and 2 s: less than 3 s of past
@@ -251,7 +251,7 @@ def test_a_camera_of_a_frame_a_second_has_a_past_after_half_the_window() -> None
 
 
 def test_disabled_weather_scores_every_frame_against_the_calibrated_statistics() -> None:
-    weather, cells = Weather(WeatherConfig(enabled=False), 10.0), scorer()
+    weather, cells = Weather(WeatherConfig(enabled=False), 10.0, (4, 6)), scorer()
     downpour = np.full((4, 6), 5.0, np.float32)
     for z in feed_maps(weather, [downpour] * 30):
         np.testing.assert_array_equal(z, cells.z_scores(downpour))

@@ -75,7 +75,7 @@ class ModelScorer:
         self.model = model
         self.stream = ModelStream(model, calibration.grid, gating=gating)
         self.cells = CellScorer(stats, calibration.std_floor)
-        self.weather = Weather(WeatherConfig(), fps)
+        self.weather = Weather(WeatherConfig(), fps, calibration.grid)
         self.on_threshold = detector.on_threshold
         self.fps = fps
         #: Frames since the last reset: the frame's time for the weather's window.
